@@ -7,3 +7,5 @@
 pub mod case;
 pub mod model;
 pub mod score;
+pub mod metric;
+pub mod task;

@@ -1,1 +1,4 @@
 
+mod task_reference;
+mod task_import;
+mod task_suites;

@@ -32,7 +32,11 @@ fn bin_of(p: f64, n_bins: usize) -> usize {
 
 /// ECE and reliability bins of `prob` (clamped to 0..=1) against `truth`; `None` for no rows.
 pub fn calibration(truth: &[bool], prob: &[f64], n_bins: usize) -> Option<Calibration> {
-    assert_eq!(truth.len(), prob.len(), "truth and probability lengths differ");
+    assert_eq!(
+        truth.len(),
+        prob.len(),
+        "truth and probability lengths differ"
+    );
     if truth.is_empty() || n_bins == 0 {
         return None;
     }
@@ -57,8 +61,18 @@ pub fn calibration(truth: &[bool], prob: &[f64], n_bins: usize) -> Option<Calibr
         let mean_prob = sum_p[b] / count[b] as f64;
         let frac_pos = pos[b] as f64 / count[b] as f64;
         ece += count[b] as f64 / n * (frac_pos - mean_prob).abs();
-        let hi = if b + 1 == n_bins { 1.0 } else { (b + 1) as f64 * step };
-        bins.push(Bin { lo: b as f64 * step, hi, count: count[b], mean_prob, frac_pos });
+        let hi = if b + 1 == n_bins {
+            1.0
+        } else {
+            (b + 1) as f64 * step
+        };
+        bins.push(Bin {
+            lo: b as f64 * step,
+            hi,
+            count: count[b],
+            mean_prob,
+            frac_pos,
+        });
     }
     Some(Calibration { ece, bins })
 }

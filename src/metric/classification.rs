@@ -28,11 +28,17 @@ pub struct ClassStats {
 impl Confusion {
     pub fn new(labels: Vec<String>) -> Self {
         let k = labels.len();
-        Self { labels, counts: vec![vec![0; k]; k] }
+        Self {
+            labels,
+            counts: vec![vec![0; k]; k],
+        }
     }
 
     /// Builds a matrix from `(truth, pred)` label indices; indices must be `< labels.len()`.
-    pub fn from_pairs(labels: Vec<String>, pairs: impl IntoIterator<Item = (usize, usize)>) -> Self {
+    pub fn from_pairs(
+        labels: Vec<String>,
+        pairs: impl IntoIterator<Item = (usize, usize)>,
+    ) -> Self {
         let mut m = Self::new(labels);
         for (t, p) in pairs {
             m.add(t, p);
@@ -120,10 +126,17 @@ pub struct Binary {
 
 /// Binary metrics of `pred` against `truth`; `None` when there are no rows.
 pub fn binary(truth: &[bool], pred: &[bool]) -> Option<Binary> {
-    assert_eq!(truth.len(), pred.len(), "truth and prediction lengths differ");
+    assert_eq!(
+        truth.len(),
+        pred.len(),
+        "truth and prediction lengths differ"
+    );
     let confusion = Confusion::from_pairs(
         vec!["0".into(), "1".into()],
-        truth.iter().zip(pred).map(|(&t, &p)| (usize::from(t), usize::from(p))),
+        truth
+            .iter()
+            .zip(pred)
+            .map(|(&t, &p)| (usize::from(t), usize::from(p))),
     );
     let stats = confusion.per_class();
     Some(Binary {

@@ -52,18 +52,31 @@ pub fn label_metrics(rows: &[LabelRow]) -> Option<LabelMetrics> {
     if rows.is_empty() {
         return None;
     }
-    let primary = |r: &LabelRow| r.scene_truth.first().cloned().unwrap_or_else(|| NO_SCENE.into());
+    let primary = |r: &LabelRow| {
+        r.scene_truth
+            .first()
+            .cloned()
+            .unwrap_or_else(|| NO_SCENE.into())
+    };
     let predicted = |r: &LabelRow| r.scene_pred.clone().unwrap_or_else(|| NO_SCENE.into());
-    let labels: BTreeSet<String> = rows.iter().flat_map(|r| [primary(r), predicted(r)]).collect();
+    let labels: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| [primary(r), predicted(r)])
+        .collect();
     let labels: Vec<String> = labels.into_iter().collect();
     let index = |s: &String| labels.iter().position(|l| l == s).unwrap_or(0);
     let scene_confusion = Confusion::from_pairs(
         labels.clone(),
-        rows.iter().map(|r| (index(&primary(r)), index(&predicted(r)))),
+        rows.iter()
+            .map(|r| (index(&primary(r)), index(&predicted(r)))),
     );
     let scene_hits = rows
         .iter()
-        .filter(|r| r.scene_pred.as_ref().is_some_and(|p| r.scene_truth.contains(p)))
+        .filter(|r| {
+            r.scene_pred
+                .as_ref()
+                .is_some_and(|p| r.scene_truth.contains(p))
+        })
         .count();
 
     let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.attr_truth.keys()).collect();
@@ -72,14 +85,22 @@ pub fn label_metrics(rows: &[LabelRow]) -> Option<LabelMetrics> {
         let (truth, pred): (Vec<bool>, Vec<bool>) = rows
             .iter()
             .filter_map(|r| {
-                r.attr_truth.get(key).map(|&t| (t, r.attr_pred.get(key).copied().unwrap_or(false)))
+                r.attr_truth
+                    .get(key)
+                    .map(|&t| (t, r.attr_pred.get(key).copied().unwrap_or(false)))
             })
             .unzip();
         if let Some(b) = binary(&truth, &pred) {
             let support = truth.iter().filter(|&&t| t).count() as u64;
             attributes.insert(
                 key.clone(),
-                AttrStats { precision: b.precision, recall: b.recall, f1: b.f1, support, n: b.n },
+                AttrStats {
+                    precision: b.precision,
+                    recall: b.recall,
+                    f1: b.f1,
+                    support,
+                    n: b.n,
+                },
             );
         }
     }
@@ -120,14 +141,22 @@ mod tests {
     #[test]
     fn known_values() {
         let rows = [
-            row("scene.food", Some("scene.food"), &["object.food"], &["object.drink", "object.food"]),
+            row(
+                "scene.food",
+                Some("scene.food"),
+                &["object.food"],
+                &["object.drink", "object.food"],
+            ),
             row("scene.product", None, &[], &[]),
         ];
         let m = label_metrics(&rows).unwrap();
         assert_eq!(m.scene_accuracy, 0.5);
         assert_eq!(m.object_top1, Some(0.0));
         assert_eq!(m.object_top3, Some(1.0));
-        assert_eq!(m.scene_confusion.labels, vec!["(none)", "scene.food", "scene.product"]);
+        assert_eq!(
+            m.scene_confusion.labels,
+            vec!["(none)", "scene.food", "scene.product"]
+        );
     }
 
     proptest! {

@@ -15,7 +15,14 @@ use super::{f1_from_counts, ratio};
 /// Intersection over union of two `[x0, y0, x1, y1]` boxes (corners in any order); 0 when either
 /// box has no area.
 pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let norm = |r: [f64; 4]| [r[0].min(r[2]), r[1].min(r[3]), r[0].max(r[2]), r[1].max(r[3])];
+    let norm = |r: [f64; 4]| {
+        [
+            r[0].min(r[2]),
+            r[1].min(r[3]),
+            r[0].max(r[2]),
+            r[1].max(r[3]),
+        ]
+    };
     let (a, b) = (norm(a), norm(b));
     let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
     let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
@@ -31,7 +38,11 @@ pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
 
 /// Lowercase, accents stripped, every run of non-alphanumerics collapsed to one space.
 pub fn normalise_name(s: &str) -> String {
-    let folded: String = s.nfkd().filter(|c| !is_combining_mark(*c)).collect::<String>().to_lowercase();
+    let folded: String = s
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect::<String>()
+        .to_lowercase();
     folded
         .split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
@@ -70,7 +81,11 @@ pub struct MatchOptions {
 
 impl Default for MatchOptions {
     fn default() -> Self {
-        Self { mode: MatchMode::IouOrName, iou_threshold: 0.5, name_threshold: 0.5 }
+        Self {
+            mode: MatchMode::IouOrName,
+            iou_threshold: 0.5,
+            name_threshold: 0.5,
+        }
     }
 }
 
@@ -101,7 +116,11 @@ fn pair_score(g: &Matchable, p: &Matchable, o: &MatchOptions) -> Option<f64> {
 }
 
 /// Matched `(gt_index, pred_index)` pairs, each index used at most once.
-pub fn match_one_to_one(gt: &[Matchable], pred: &[Matchable], o: &MatchOptions) -> Vec<(usize, usize)> {
+pub fn match_one_to_one(
+    gt: &[Matchable],
+    pred: &[Matchable],
+    o: &MatchOptions,
+) -> Vec<(usize, usize)> {
     let mut cands = Vec::new();
     for (i, g) in gt.iter().enumerate() {
         for (j, p) in pred.iter().enumerate() {
@@ -187,22 +206,43 @@ mod tests {
 
     #[test]
     fn names_normalise() {
-        assert_eq!(normalise_name("  Crème-Fraîche 200g!"), "creme fraiche 200g");
+        assert_eq!(
+            normalise_name("  Crème-Fraîche 200g!"),
+            "creme fraiche 200g"
+        );
         assert_eq!(name_similarity("Bananas, loose", "bananas LOOSE"), 1.0);
     }
 
     #[test]
     fn greedy_prefers_best_pair() {
         let gt = [
-            Matchable { bbox: Some([0.0, 0.0, 10.0, 10.0]), name: "apples" },
-            Matchable { bbox: Some([20.0, 0.0, 30.0, 10.0]), name: "pears" },
+            Matchable {
+                bbox: Some([0.0, 0.0, 10.0, 10.0]),
+                name: "apples",
+            },
+            Matchable {
+                bbox: Some([20.0, 0.0, 30.0, 10.0]),
+                name: "pears",
+            },
         ];
         let pred = [
-            Matchable { bbox: Some([20.0, 0.0, 30.0, 10.0]), name: "pear" },
-            Matchable { bbox: Some([1.0, 0.0, 10.0, 10.0]), name: "apples" },
-            Matchable { bbox: None, name: "apples" },
+            Matchable {
+                bbox: Some([20.0, 0.0, 30.0, 10.0]),
+                name: "pear",
+            },
+            Matchable {
+                bbox: Some([1.0, 0.0, 10.0, 10.0]),
+                name: "apples",
+            },
+            Matchable {
+                bbox: None,
+                name: "apples",
+            },
         ];
-        assert_eq!(match_one_to_one(&gt, &pred, &MatchOptions::default()), vec![(0, 1), (1, 0)]);
+        assert_eq!(
+            match_one_to_one(&gt, &pred, &MatchOptions::default()),
+            vec![(0, 1), (1, 0)]
+        );
     }
 
     fn boxes() -> impl Strategy<Value = Vec<[f64; 4]>> {

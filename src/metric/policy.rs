@@ -53,8 +53,15 @@ pub fn evaluate(
     review: f64,
     demote: f64,
 ) -> Option<OperatingPoint> {
-    assert_eq!(truth.len(), pred.len(), "truth and prediction lengths differ");
-    let decisions: Vec<Decision> = pred.iter().map(|&(s, c)| decide(s, c, review, demote)).collect();
+    assert_eq!(
+        truth.len(),
+        pred.len(),
+        "truth and prediction lengths differ"
+    );
+    let decisions: Vec<Decision> = pred
+        .iter()
+        .map(|&(s, c)| decide(s, c, review, demote))
+        .collect();
     let flagged: Vec<bool> = decisions.iter().map(|&d| d != Decision::Keep).collect();
     let b = binary(truth, &flagged)?;
     let n = truth.len() as f64;
@@ -91,7 +98,8 @@ pub struct Sweep {
 }
 
 fn better(a: &OperatingPoint, b: &OperatingPoint) -> bool {
-    (a.macro_f1, a.demote_precision, -a.review_rate) > (b.macro_f1, b.demote_precision, -b.review_rate)
+    (a.macro_f1, a.demote_precision, -a.review_rate)
+        > (b.macro_f1, b.demote_precision, -b.review_rate)
 }
 
 /// Every `(review, demote)` pair of `grid` with `review <= demote`, and the best one.

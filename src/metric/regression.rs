@@ -32,14 +32,26 @@ pub struct Regression {
 
 /// `None` for no rows.
 pub fn regression(pred: &[Option<f64>], target: &[f64]) -> Option<Regression> {
-    assert_eq!(pred.len(), target.len(), "prediction and target lengths differ");
+    assert_eq!(
+        pred.len(),
+        target.len(),
+        "prediction and target lengths differ"
+    );
     if pred.is_empty() {
         return None;
     }
     let n = pred.len() as f64;
-    let smape = pred.iter().zip(target).map(|(&p, &t)| smape_row(p, t)).sum::<f64>() / n;
-    let parsed: Vec<f64> =
-        pred.iter().zip(target).filter_map(|(p, t)| p.map(|p| (p - t).abs())).collect();
+    let smape = pred
+        .iter()
+        .zip(target)
+        .map(|(&p, &t)| smape_row(p, t))
+        .sum::<f64>()
+        / n;
+    let parsed: Vec<f64> = pred
+        .iter()
+        .zip(target)
+        .filter_map(|(p, t)| p.map(|p| (p - t).abs()))
+        .collect();
     let mae = (!parsed.is_empty()).then(|| parsed.iter().sum::<f64>() / parsed.len() as f64);
     Some(Regression {
         n: pred.len(),

@@ -22,8 +22,10 @@ pub fn group_indices<T>(
     key: impl Fn(&T) -> String,
     always: &[&str],
 ) -> BTreeMap<String, Vec<usize>> {
-    let mut out: BTreeMap<String, Vec<usize>> =
-        always.iter().map(|k| ((*k).to_owned(), Vec::new())).collect();
+    let mut out: BTreeMap<String, Vec<usize>> = always
+        .iter()
+        .map(|k| ((*k).to_owned(), Vec::new()))
+        .collect();
     for (i, r) in rows.iter().enumerate() {
         out.entry(key(r)).or_default().push(i);
     }

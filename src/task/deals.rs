@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::extract::{first_json, json_number};
 use super::Aggregator;
-use crate::metric::matching::{deal_metrics, match_one_to_one, normalise_name, DealCounts, MatchOptions, Matchable};
+use crate::metric::matching::{
+    deal_metrics, match_one_to_one, normalise_name, DealCounts, MatchOptions, Matchable,
+};
 use crate::score::Score;
 
 /// One deal, as annotated or as predicted.
@@ -50,7 +52,9 @@ fn default_threshold() -> f64 {
 pub fn normalise_unit(u: Option<&str>) -> String {
     let n = normalise_name(u.unwrap_or("")).replace("per ", "");
     match n.trim() {
-        "" | "ea" | "each" | "piece" | "pc" | "pcs" | "item" | "st" | "stk" | "stuck" => "each".into(),
+        "" | "ea" | "each" | "piece" | "pc" | "pcs" | "item" | "st" | "stk" | "stuck" => {
+            "each".into()
+        }
         "lb" | "lbs" | "pound" => "lb".into(),
         "kg" | "kilo" | "kilogram" => "kg".into(),
         "l" | "liter" | "litre" => "l".into(),
@@ -61,8 +65,14 @@ pub fn normalise_unit(u: Option<&str>) -> String {
 /// Reads one deal object; `Err` names the field.
 pub fn parse_deal(v: &Value) -> Result<Deal, String> {
     let o = v.as_object().ok_or("deal is not an object")?;
-    let name = o.get("name").and_then(Value::as_str).ok_or("field `name` is missing or not a string")?;
-    let price = o.get("price").and_then(json_number).ok_or("field `price` is missing or not a number")?;
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("field `name` is missing or not a string")?;
+    let price = o
+        .get("price")
+        .and_then(json_number)
+        .ok_or("field `price` is missing or not a number")?;
     let unit = match o.get("unit") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -77,7 +87,12 @@ pub fn parse_deal(v: &Value) -> Result<Deal, String> {
         }
         Some(_) => return Err("field `bbox` is not a list of 4 numbers".into()),
     };
-    Ok(Deal { name: name.to_owned(), price, unit, bbox })
+    Ok(Deal {
+        name: name.to_owned(),
+        price,
+        unit,
+        bbox,
+    })
 }
 
 /// The answer's deal list: a JSON list, or an object with a `deals` list.
@@ -85,10 +100,16 @@ pub fn parse_answer(answer: &str) -> Result<Vec<Deal>, String> {
     let (v, _) = first_json(answer).ok_or("no JSON list in the answer")?;
     let list = match &v {
         Value::Array(a) => a,
-        Value::Object(o) => o.get("deals").and_then(Value::as_array).ok_or("JSON object without a `deals` list")?,
+        Value::Object(o) => o
+            .get("deals")
+            .and_then(Value::as_array)
+            .ok_or("JSON object without a `deals` list")?,
         _ => return Err("the answer's JSON is not a list".into()),
     };
-    list.iter().enumerate().map(|(i, d)| parse_deal(d).map_err(|e| format!("deal {i}: {e}"))).collect()
+    list.iter()
+        .enumerate()
+        .map(|(i, d)| parse_deal(d).map_err(|e| format!("deal {i}: {e}")))
+        .collect()
 }
 
 /// What the scorer stores in `Score::data`.
@@ -106,12 +127,19 @@ pub struct DealsRow {
 /// Counts for one page.
 pub fn count(spec: &DealsSpec, pred: &[Deal]) -> (DealCounts, Vec<(usize, usize, bool, bool)>) {
     fn m(d: &Deal) -> Matchable<'_> {
-        Matchable { bbox: d.bbox, name: &d.name }
+        Matchable {
+            bbox: d.bbox,
+            name: &d.name,
+        }
     }
     let gt: Vec<Matchable> = spec.deals.iter().map(m).collect();
     let pr: Vec<Matchable> = pred.iter().map(m).collect();
     let pairs = match_one_to_one(&gt, &pr, &spec.matching);
-    let mut c = DealCounts { gt: gt.len() as u64, pred: pr.len() as u64, ..DealCounts::default() };
+    let mut c = DealCounts {
+        gt: gt.len() as u64,
+        pred: pr.len() as u64,
+        ..DealCounts::default()
+    };
     let mut matches = Vec::new();
     for (i, j) in pairs {
         let (g, p) = (&spec.deals[i], &pred[j]);
@@ -135,7 +163,11 @@ pub fn score(spec: &Value, answer: &str) -> Score {
     let (counts, matches) = count(&spec, &pred);
     let m = deal_metrics(counts);
     // A page with no deals in truth or answer is perfect, not undefined.
-    let value = if counts.gt == 0 && counts.pred == 0 && parsed.is_ok() { 1.0 } else { m.f1 };
+    let value = if counts.gt == 0 && counts.pred == 0 && parsed.is_ok() {
+        1.0
+    } else {
+        m.f1
+    };
     let detail = match &parsed {
         Err(e) => format!("malformed answer: {e}"),
         Ok(_) => format!(
@@ -143,8 +175,15 @@ pub fn score(spec: &Value, answer: &str) -> Score {
             counts.matched, counts.gt, counts.pred, counts.safe
         ),
     };
-    let row = DealsRow { malformed: parsed.is_err(), error: parsed.err(), counts, matches, pred };
-    Score::scored("deals", value, spec.threshold, detail).with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
+    let row = DealsRow {
+        malformed: parsed.is_err(),
+        error: parsed.err(),
+        counts,
+        matches,
+        pred,
+    };
+    Score::scored("deals", value, spec.threshold, detail)
+        .with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
 }
 
 pub(crate) struct Deals;
@@ -186,8 +225,14 @@ mod tests {
 
     #[test]
     fn scores_a_page() {
-        let s = score(&spec(), r#"Here: [{"name": "bananas", "price": "$1.99", "unit": "/kg"}, {"name": "Milk", "price": 0.99}]"#);
-        assert_eq!(s.data["counts"], json!({"gt": 2, "pred": 2, "matched": 1, "price_ok": 1, "safe": 1}));
+        let s = score(
+            &spec(),
+            r#"Here: [{"name": "bananas", "price": "$1.99", "unit": "/kg"}, {"name": "Milk", "price": 0.99}]"#,
+        );
+        assert_eq!(
+            s.data["counts"],
+            json!({"gt": 2, "pred": 2, "matched": 1, "price_ok": 1, "safe": 1})
+        );
         assert_eq!(s.value, Some(0.5));
         let bad = score(&spec(), "I see bananas for 1.99");
         assert_eq!(bad.data["malformed"], json!(true));

@@ -9,7 +9,12 @@ pub enum TaskError {
     #[error("unknown import kind `{0}` (expected one of deals, spam, price, labels)")]
     UnknownKind(String),
     #[error("{}:{line}: field `{field}`: {message}", file.display())]
-    Row { file: PathBuf, line: usize, field: String, message: String },
+    Row {
+        file: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
     #[error("failed to read {}", path.display())]
     Read {
         path: PathBuf,
@@ -23,7 +28,11 @@ pub enum TaskError {
         source: std::io::Error,
     },
     #[error("{}: no usable rows ({rejected} rejected), first problem: {first}", path.display())]
-    NoRows { path: PathBuf, rejected: usize, first: Box<TaskError> },
+    NoRows {
+        path: PathBuf,
+        rejected: usize,
+        first: Box<TaskError>,
+    },
     #[error("{}: {message}", path.display())]
     Layout { path: PathBuf, message: String },
     #[error("case {case}: score data is not this task's: {message}")]
@@ -31,7 +40,17 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    pub fn row(file: &std::path::Path, line: usize, field: &str, message: impl Into<String>) -> Self {
-        TaskError::Row { file: file.to_owned(), line, field: field.to_owned(), message: message.into() }
+    pub fn row(
+        file: &std::path::Path,
+        line: usize,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        TaskError::Row {
+            file: file.to_owned(),
+            line,
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }

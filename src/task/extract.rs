@@ -13,7 +13,8 @@ pub fn first_json(text: &str) -> Option<(serde_json::Value, usize)> {
         if c != '{' && c != '[' {
             continue;
         }
-        let mut it = serde_json::Deserializer::from_str(&text[i..]).into_iter::<serde_json::Value>();
+        let mut it =
+            serde_json::Deserializer::from_str(&text[i..]).into_iter::<serde_json::Value>();
         if let Some(Ok(v)) = it.next() {
             return Some((v, i));
         }
@@ -63,8 +64,14 @@ mod tests {
     #[test]
     fn finds_json_in_fences_and_prose() {
         let t = "Sure! [see below]\n```json\n{\"is_spam\": true, \"confidence\": 0.9}\n```\nDone.";
-        assert_eq!(first_json(t).unwrap().0, json!({"is_spam": true, "confidence": 0.9}));
-        assert_eq!(first_json("deals: [{\"name\":\"a\"}] ok").unwrap().0, json!([{"name": "a"}]));
+        assert_eq!(
+            first_json(t).unwrap().0,
+            json!({"is_spam": true, "confidence": 0.9})
+        );
+        assert_eq!(
+            first_json("deals: [{\"name\":\"a\"}] ok").unwrap().0,
+            json!([{"name": "a"}])
+        );
         assert!(first_json("no json {here").is_none());
     }
 

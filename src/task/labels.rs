@@ -65,7 +65,11 @@ pub fn parse_answer(answer: &str) -> Result<LabelAnswer, String> {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)).ok_or(format!("attribute `{k}` is not a boolean")))
+            .map(|(k, v)| {
+                v.as_bool()
+                    .map(|b| (k.clone(), b))
+                    .ok_or(format!("attribute `{k}` is not a boolean"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("field `attributes` is not an object".into()),
     };
@@ -73,11 +77,19 @@ pub fn parse_answer(answer: &str) -> Result<LabelAnswer, String> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or("field `objects` holds a non-string".to_owned()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or("field `objects` holds a non-string".to_owned())
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("field `objects` is not a list".into()),
     };
-    Ok(LabelAnswer { scene, attributes, objects })
+    Ok(LabelAnswer {
+        scene,
+        attributes,
+        objects,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,25 +119,50 @@ pub fn score(spec: &Value, answer: &str) -> Score {
         Ok(s) => s,
         Err(e) => return Score::scorer_error("labels", 0.5, format!("invalid labels spec: {e}")),
     };
-    let t = LabelTruth { scene: spec.scene, attributes: spec.attributes, objects: spec.objects };
+    let t = LabelTruth {
+        scene: spec.scene,
+        attributes: spec.attributes,
+        objects: spec.objects,
+    };
     let parsed = parse_answer(answer);
     let pred = parsed.clone().unwrap_or_default();
     // Per case: the mean of scene hit, attribute agreement and top-3 object hit (where defined).
-    let mut parts = vec![f64::from(u8::from(pred.scene.as_ref().is_some_and(|s| t.scene.contains(s))))];
+    let mut parts = vec![f64::from(u8::from(
+        pred.scene.as_ref().is_some_and(|s| t.scene.contains(s)),
+    ))];
     if !t.attributes.is_empty() {
-        let agree = t.attributes.iter().filter(|(k, v)| pred.attributes.get(*k).copied().unwrap_or(false) == **v).count();
+        let agree = t
+            .attributes
+            .iter()
+            .filter(|(k, v)| pred.attributes.get(*k).copied().unwrap_or(false) == **v)
+            .count();
         parts.push(agree as f64 / t.attributes.len() as f64);
     }
     if !t.objects.is_empty() {
-        parts.push(f64::from(u8::from(pred.objects.iter().take(3).any(|o| t.objects.contains(o)))));
+        parts.push(f64::from(u8::from(
+            pred.objects.iter().take(3).any(|o| t.objects.contains(o)),
+        )));
     }
-    let value = if parsed.is_ok() { parts.iter().sum::<f64>() / parts.len() as f64 } else { 0.0 };
+    let value = if parsed.is_ok() {
+        parts.iter().sum::<f64>() / parts.len() as f64
+    } else {
+        0.0
+    };
     let detail = match &parsed {
         Err(e) => format!("malformed answer: {e}"),
-        Ok(p) => format!("scene {:?} (truth {:?}), objects {:?}", p.scene, t.scene, p.objects),
+        Ok(p) => format!(
+            "scene {:?} (truth {:?}), objects {:?}",
+            p.scene, t.scene, p.objects
+        ),
     };
-    let row = LabelsRow { malformed: parsed.is_err(), error: parsed.err(), truth: t, pred };
-    Score::scored("labels", value, spec.threshold, detail).with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
+    let row = LabelsRow {
+        malformed: parsed.is_err(),
+        error: parsed.err(),
+        truth: t,
+        pred,
+    };
+    Score::scored("labels", value, spec.threshold, detail)
+        .with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
 }
 
 pub(crate) struct Labels;
@@ -150,12 +187,16 @@ impl Aggregator for Labels {
             m.insert(format!("{k}.f1"), a.f1);
         }
         if !lm.attributes.is_empty() {
-            let mean = lm.attributes.values().map(|a| a.f1).sum::<f64>() / lm.attributes.len() as f64;
+            let mean =
+                lm.attributes.values().map(|a| a.f1).sum::<f64>() / lm.attributes.len() as f64;
             m.insert("attr_macro_f1".into(), mean);
         }
         let malformed = rows.iter().filter(|r| r.malformed).count() as f64 / rows.len() as f64;
         m.insert("malformed_rate".into(), malformed);
-        Some((m, json!({ "scene_confusion": lm.scene_confusion, "attributes": lm.attributes })))
+        Some((
+            m,
+            json!({ "scene_confusion": lm.scene_confusion, "attributes": lm.attributes }),
+        ))
     }
 }
 
@@ -171,7 +212,10 @@ mod tests {
 
     #[test]
     fn scores_answers() {
-        let s = score(&spec(), r#"{"scene": "scene.food", "attributes": {"attr.has_text": true}, "objects": ["object.drink", "object.food.dessert"]}"#);
+        let s = score(
+            &spec(),
+            r#"{"scene": "scene.food", "attributes": {"attr.has_text": true}, "objects": ["object.drink", "object.food.dessert"]}"#,
+        );
         assert_eq!(s.value, Some(1.0));
         let wrong = score(&spec(), r#"{"scene": ["scene.product"], "objects": []}"#);
         assert!((wrong.value.unwrap() - 1.0 / 6.0).abs() < 1e-12);

@@ -12,8 +12,8 @@ pub mod extract;
 pub mod import;
 pub mod labels;
 pub mod price;
-pub mod render;
 mod prompt;
+pub mod render;
 pub mod spam;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +88,12 @@ pub fn aggregate_with(
 fn slice_key(case: &Case, field: &str) -> String {
     match field {
         "category" => case.id.category.clone(),
-        "image" => if case.has_images() { "present" } else { "missing" }.into(),
+        "image" => if case.has_images() {
+            "present"
+        } else {
+            "missing"
+        }
+        .into(),
         _ => key_of(case.metadata.get(field)),
     }
 }
@@ -110,9 +115,11 @@ fn run<A: Aggregator>(
             }
             ScoreStatus::Skipped => continue,
         }
-        let row: A::Row = serde_json::from_value(score.data.clone()).map_err(|e| {
-            TaskError::Data { case: case.id.test_name(), message: e.to_string() }
-        })?;
+        let row: A::Row =
+            serde_json::from_value(score.data.clone()).map_err(|e| TaskError::Data {
+                case: case.id.test_name(),
+                message: e.to_string(),
+            })?;
         rows.push(row);
         cases.push(*case);
     }
@@ -131,7 +138,10 @@ fn run<A: Aggregator>(
     }
     let mut slices = serde_json::Map::new();
     for field in fields {
-        let always = A::SLICES.iter().find(|s| s.0 == field).map_or(&[][..], |s| s.1);
+        let always = A::SLICES
+            .iter()
+            .find(|s| s.0 == field)
+            .map_or(&[][..], |s| s.1);
         let groups = group_indices(&cases, |c| slice_key(c, &field), always);
         let mut out = serde_json::Map::new();
         for (value, idx) in groups {
@@ -147,5 +157,8 @@ fn run<A: Aggregator>(
         other => serde_json::Map::from_iter([("summary".to_owned(), other)]),
     };
     details.insert("slices".into(), Value::Object(slices));
-    Ok(TaskReport { metrics, details: Value::Object(details) })
+    Ok(TaskReport {
+        metrics,
+        details: Value::Object(details),
+    })
 }

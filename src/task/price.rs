@@ -60,10 +60,17 @@ pub fn score(spec: &Value, answer: &str) -> Score {
         Err(e) => format!("unparseable answer ({e}): SMAPE 200%"),
         Ok(p) => format!("predicted {p}, target {}, SMAPE {smape:.1}%", spec.target),
     };
-    let row = PriceRow { malformed: parsed.is_err(), error: parsed.err(), pred, target: spec.target, smape };
+    let row = PriceRow {
+        malformed: parsed.is_err(),
+        error: parsed.err(),
+        pred,
+        target: spec.target,
+        smape,
+    };
     // Value 1 − SMAPE/200 in 0..=1; the threshold is the same bound expressed on that scale.
     let threshold = 1.0 - spec.max_smape / 200.0;
-    Score::scored("price", 1.0 - smape / 200.0, threshold, detail).with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
+    Score::scored("price", 1.0 - smape / 200.0, threshold, detail)
+        .with_data(serde_json::to_value(&row).unwrap_or(Value::Null))
 }
 
 pub(crate) struct Price;

@@ -34,7 +34,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { review_threshold: REVIEW_THRESHOLD, demote_threshold: DEMOTE_THRESHOLD }
+        Self {
+            review_threshold: REVIEW_THRESHOLD,
+            demote_threshold: DEMOTE_THRESHOLD,
+        }
     }
 }
 
@@ -97,7 +100,9 @@ impl SpamRow {
         self.pred.as_ref().map_or(0.0, SpamAnswer::p_spam)
     }
     fn decision_input(&self) -> (bool, f64) {
-        self.pred.as_ref().map_or((false, 0.0), |p| (p.is_spam, p.confidence))
+        self.pred
+            .as_ref()
+            .map_or((false, 0.0), |p| (p.is_spam, p.confidence))
     }
 }
 
@@ -116,20 +121,32 @@ pub fn parse_answer(answer: &str) -> Result<SpamAnswer, String> {
         .as_f64()
         .ok_or("field `confidence` is not a number")?;
     if !(0.0..=1.0).contains(&confidence) {
-        return Err(format!("field `confidence` = {confidence} is outside 0..=1"));
+        return Err(format!(
+            "field `confidence` = {confidence} is outside 0..=1"
+        ));
     }
     let reason = match obj.get("reason") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err("field `reason` is not a string".into()),
     };
-    Ok(SpamAnswer { is_spam, confidence, reason })
+    Ok(SpamAnswer {
+        is_spam,
+        confidence,
+        reason,
+    })
 }
 
 pub fn score(spec: &Value, answer: &str) -> Score {
     let spec = match serde_json::from_value::<SpamSpec>(spec.clone()) {
         Ok(s) if s.label <= 1 => s,
-        Ok(s) => return Score::scorer_error("spam", 1.0, format!("spec label {} is not 0 or 1", s.label)),
+        Ok(s) => {
+            return Score::scorer_error(
+                "spam",
+                1.0,
+                format!("spec label {} is not 0 or 1", s.label),
+            )
+        }
         Err(e) => return Score::scorer_error("spam", 1.0, format!("invalid spam spec: {e}")),
     };
     let truth = spec.label == 1;
@@ -160,7 +177,8 @@ pub(crate) struct Spam;
 
 impl Aggregator for Spam {
     type Row = SpamRow;
-    const SLICES: &'static [(&'static str, &'static [&'static str])] = &[("image", &["present", "missing"])];
+    const SLICES: &'static [(&'static str, &'static [&'static str])] =
+        &[("image", &["present", "missing"])];
 
     fn compute(rows: &[&SpamRow]) -> Option<(BTreeMap<String, f64>, Value)> {
         let truth: Vec<bool> = rows.iter().map(|r| r.truth).collect();
@@ -179,7 +197,10 @@ impl Aggregator for Spam {
             m.insert(k.to_owned(), v);
         }
         let malformed = rows.iter().filter(|r| r.malformed).count();
-        m.insert("malformed_rate".into(), malformed as f64 / rows.len() as f64);
+        m.insert(
+            "malformed_rate".into(),
+            malformed as f64 / rows.len() as f64,
+        );
         let auprc = average_precision(&truth, &p)?;
         m.insert("auprc".into(), auprc);
         let cal = calibration(&truth, &p, ECE_BINS)?;
@@ -187,7 +208,12 @@ impl Aggregator for Spam {
 
         let decisions: Vec<(bool, f64)> = rows.iter().map(|r| r.decision_input()).collect();
         let policy = rows[0].policy;
-        let configured = evaluate(&truth, &decisions, policy.review_threshold, policy.demote_threshold)?;
+        let configured = evaluate(
+            &truth,
+            &decisions,
+            policy.review_threshold,
+            policy.demote_threshold,
+        )?;
         m.insert("policy.macro_f1".into(), configured.macro_f1);
         m.insert("policy.review_rate".into(), configured.review_rate);
         m.insert("policy.demote_rate".into(), configured.demote_rate);
@@ -212,7 +238,8 @@ impl Aggregator for Spam {
             m.insert("baseline.macro_f1".into(), bb.macro_f1);
             m.insert("baseline.auprc".into(), average_precision(&truth, &bs)?);
             m.insert("uplift.macro_f1".into(), b.macro_f1 - bb.macro_f1);
-            details["baseline_confusion"] = serde_json::to_value(&bb.confusion).unwrap_or(Value::Null);
+            details["baseline_confusion"] =
+                serde_json::to_value(&bb.confusion).unwrap_or(Value::Null);
         }
         Some((m, details))
     }
@@ -226,7 +253,10 @@ mod tests {
     #[test]
     fn scores_and_flags_malformed() {
         let spec = json!({"label": 1});
-        let s = score(&spec, "```json\n{\"is_spam\": true, \"confidence\": 0.8, \"reason\": \"hashtags\"}\n```");
+        let s = score(
+            &spec,
+            "```json\n{\"is_spam\": true, \"confidence\": 0.8, \"reason\": \"hashtags\"}\n```",
+        );
         assert_eq!(s.value, Some(1.0));
         assert!(s.passed);
         let bad = score(&spec, "It is spam, 90% sure.");

@@ -13,18 +13,26 @@ use vlmtest::task::import::{load_with, ImportOptions};
 
 fn replay(suite: &str) -> BTreeMap<String, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join(format!("fixtures/replay/{suite}.jsonl"))).unwrap();
+    let text =
+        std::fs::read_to_string(root.join(format!("fixtures/replay/{suite}.jsonl"))).unwrap();
     text.lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            (v["name"].as_str().unwrap().to_owned(), v["answer"].as_str().unwrap().to_owned())
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["answer"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
 
 fn cases(kind: &str, suite: &str) -> Vec<Case> {
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tasks/examples");
-    let mut o = ImportOptions { val_fraction: 0.5, images: Some(ex.join("labels/images")), ..ImportOptions::default() };
+    let mut o = ImportOptions {
+        val_fraction: 0.5,
+        images: Some(ex.join("labels/images")),
+        ..ImportOptions::default()
+    };
     o.download.cache_dir = ex.join("spam/cache");
     o.download.offline = true;
     let input = match kind {
@@ -42,19 +50,28 @@ fn run(kind: &str, suite: &str) -> task::TaskReport {
     let scores: Vec<Score> = cases
         .iter()
         .map(|c| {
-            let Expectation::Task { task, spec } = &c.expect[0] else { panic!("task case") };
-            let answer = answers.get(&c.id.test_name()).unwrap_or_else(|| panic!("no replay answer for {}", c.id));
+            let Expectation::Task { task, spec } = &c.expect[0] else {
+                panic!("task case")
+            };
+            let answer = answers
+                .get(&c.id.test_name())
+                .unwrap_or_else(|| panic!("no replay answer for {}", c.id));
             task::score(task, spec, answer)
         })
         .collect();
     let items: Vec<(&Case, &Score)> = cases.iter().zip(&scores).collect();
     let passed = scores.iter().filter(|s| s.passed).count();
-    assert!(passed > 0 && passed < scores.len(), "{suite}: the replay mixes passes and failures");
+    assert!(
+        passed > 0 && passed < scores.len(),
+        "{suite}: the replay mixes passes and failures"
+    );
     task::aggregate(kind, &items).unwrap()
 }
 
 fn rounded(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    m.iter().map(|(k, v)| (k.clone(), (v * 1e6).round() / 1e6)).collect()
+    m.iter()
+        .map(|(k, v)| (k.clone(), (v * 1e6).round() / 1e6))
+        .collect()
 }
 
 #[test]
@@ -69,8 +86,12 @@ fn flyer_deals_suite() {
 fn product_spam_suite() {
     let r = run("spam", "product_spam");
     let image = r.details["slices"]["image"].as_object().unwrap();
-    assert!(image["present"]["n"].as_u64().unwrap() > 0 && image["missing"]["n"].as_u64().unwrap() > 0);
-    assert!(r.metrics.contains_key("baseline.macro_f1") && r.metrics.contains_key("uplift.macro_f1"));
+    assert!(
+        image["present"]["n"].as_u64().unwrap() > 0 && image["missing"]["n"].as_u64().unwrap() > 0
+    );
+    assert!(
+        r.metrics.contains_key("baseline.macro_f1") && r.metrics.contains_key("uplift.macro_f1")
+    );
     insta::assert_json_snapshot!("task_product_spam", rounded(&r.metrics));
 }
 
@@ -84,6 +105,12 @@ fn product_price_suite() {
 #[test]
 fn photo_labels_suite() {
     let r = run("labels", "photo_labels");
-    assert!(r.details["scene_confusion"]["labels"].as_array().unwrap().len() >= 5);
+    assert!(
+        r.details["scene_confusion"]["labels"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 5
+    );
     insta::assert_json_snapshot!("task_photo_labels", rounded(&r.metrics));
 }

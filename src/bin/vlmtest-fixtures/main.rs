@@ -17,15 +17,40 @@ use vlmtest::task::render::{flyer_page, product_photo, scene_photo, FlyerItem};
 mod replay;
 
 const STORES: [(&str, &[&[(&str, f64, &str)]]); 2] = [
-    ("freshmart", &[
-        &[("BANANAS", 0.59, "LB"), ("WHOLE MILK", 3.49, "EACH"), ("EGGS 12", 2.99, "EACH"), ("APPLES", 1.29, "LB")],
-        &[("CHICKEN", 4.99, "LB"), ("RICE 2KG", 5.49, "EACH"), ("TOMATOES", 2.19, "KG")],
-        &[("COFFEE", 7.99, "EACH"), ("BUTTER", 3.79, "EACH"), ("CHEESE", 9.99, "KG"), ("BREAD", 2.49, "EACH"), ("GRAPES", 3.29, "LB")],
-    ]),
-    ("cornerstore", &[
-        &[("COLA 6PK", 4.49, "EACH"), ("CHIPS", 1.99, "EACH")],
-        &[("ORANGES", 0.99, "LB"), ("YOGURT", 0.79, "EACH"), ("PASTA", 1.49, "EACH")],
-    ]),
+    (
+        "freshmart",
+        &[
+            &[
+                ("BANANAS", 0.59, "LB"),
+                ("WHOLE MILK", 3.49, "EACH"),
+                ("EGGS 12", 2.99, "EACH"),
+                ("APPLES", 1.29, "LB"),
+            ],
+            &[
+                ("CHICKEN", 4.99, "LB"),
+                ("RICE 2KG", 5.49, "EACH"),
+                ("TOMATOES", 2.19, "KG"),
+            ],
+            &[
+                ("COFFEE", 7.99, "EACH"),
+                ("BUTTER", 3.79, "EACH"),
+                ("CHEESE", 9.99, "KG"),
+                ("BREAD", 2.49, "EACH"),
+                ("GRAPES", 3.29, "LB"),
+            ],
+        ],
+    ),
+    (
+        "cornerstore",
+        &[
+            &[("COLA 6PK", 4.49, "EACH"), ("CHIPS", 1.99, "EACH")],
+            &[
+                ("ORANGES", 0.99, "LB"),
+                ("YOGURT", 0.79, "EACH"),
+                ("PASTA", 1.49, "EACH"),
+            ],
+        ],
+    ),
 ];
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
@@ -36,22 +61,47 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 fn flyers(dir: &Path) -> Result<()> {
     for (store, pages) in STORES {
         for (k, page) in pages.iter().enumerate() {
-            let items: Vec<FlyerItem> =
-                page.iter().map(|(n, p, u)| FlyerItem { name: (*n).into(), price: *p, unit: (*u).into() }).collect();
+            let items: Vec<FlyerItem> = page
+                .iter()
+                .map(|(n, p, u)| FlyerItem {
+                    name: (*n).into(),
+                    price: *p,
+                    unit: (*u).into(),
+                })
+                .collect();
             let (img, deals) = flyer_page(&store.to_uppercase(), &items);
             let stem = format!("{:04}", k + 1);
             std::fs::create_dir_all(dir.join(store))?;
             img.save(dir.join(store).join(format!("{stem}.jpg")))?;
-            write(&dir.join(format!("{store}_annotated/{stem}.json")), serde_json::to_string_pretty(&deals)? + "\n")?;
+            write(
+                &dir.join(format!("{store}_annotated/{stem}.json")),
+                serde_json::to_string_pretty(&deals)? + "\n",
+            )?;
         }
     }
     Ok(())
 }
 
-const SPAMMY: [&str; 8] = ["FREE shipping!!! DM for discounts", "#sale #deal #cheap #promo", "Buy now best price link in bio",
-    "Follow us for giveaways", "nike adidas puma gucci prada", "Limited offer click link", "WhatsApp us for wholesale", "100% original best cheap"];
-const PLAIN: [&str; 8] = ["Ceramic coffee mug, 350 ml", "Cotton t-shirt, blue, size M", "Wooden toy train set",
-    "Stainless steel kitchen knife", "LED desk lamp with USB port", "Handmade soy candle", "Leather wallet, brown", "Glass water bottle 1 l"];
+const SPAMMY: [&str; 8] = [
+    "FREE shipping!!! DM for discounts",
+    "#sale #deal #cheap #promo",
+    "Buy now best price link in bio",
+    "Follow us for giveaways",
+    "nike adidas puma gucci prada",
+    "Limited offer click link",
+    "WhatsApp us for wholesale",
+    "100% original best cheap",
+];
+const PLAIN: [&str; 8] = [
+    "Ceramic coffee mug, 350 ml",
+    "Cotton t-shirt, blue, size M",
+    "Wooden toy train set",
+    "Stainless steel kitchen knife",
+    "LED desk lamp with USB port",
+    "Handmade soy candle",
+    "Leather wallet, brown",
+    "Glass water bottle 1 l",
+];
 
 fn spam(dir: &Path) -> Result<()> {
     let mut rng = SplitMix64::new(1);
@@ -60,16 +110,37 @@ fn spam(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&cache)?;
     for k in 0..48usize {
         let is_spam = rng.below(100) < 40;
-        let base = if is_spam { SPAMMY[rng.below(8) as usize] } else { PLAIN[rng.below(8) as usize] };
+        let base = if is_spam {
+            SPAMMY[rng.below(8) as usize]
+        } else {
+            PLAIN[rng.below(8) as usize]
+        };
         // Some spam hides behind a plain description; the image or the details give it away.
-        let desc = if is_spam && k % 5 == 0 { format!("{} - see photo", PLAIN[k % 8]) } else { format!("{base} (item {k})") };
+        let desc = if is_spam && k % 5 == 0 {
+            format!("{} - see photo", PLAIN[k % 8])
+        } else {
+            format!("{base} (item {k})")
+        };
         let url = format!("https://img.example.invalid/products/p{k:03}.jpg");
-        let (yes, no) = if is_spam { (3 + rng.below(3), rng.below(2)) } else { (rng.below(2), 3 + rng.below(3)) };
-        tsv.push_str(&format!("P{k:03}\t{desc}\t{url}\t{}\t{yes}\t{no}\n", u8::from(is_spam)));
+        let (yes, no) = if is_spam {
+            (3 + rng.below(3), rng.below(2))
+        } else {
+            (rng.below(2), 3 + rng.below(3))
+        };
+        tsv.push_str(&format!(
+            "P{k:03}\t{desc}\t{url}\t{}\t{yes}\t{no}\n",
+            u8::from(is_spam)
+        ));
         if k % 3 != 0 {
-            let word = if is_spam { "SALE" } else { desc.split_whitespace().next().unwrap_or("ITEM") };
+            let word = if is_spam {
+                "SALE"
+            } else {
+                desc.split_whitespace().next().unwrap_or("ITEM")
+            };
             let path = download::cache_path(&cache, &url);
-            product_photo(&word.to_uppercase(), k).save(&path).with_context(|| format!("writing {}", path.display()))?;
+            product_photo(&word.to_uppercase(), k)
+                .save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     // Rows the importer must reject or drop, with the reason in the report.
@@ -78,14 +149,24 @@ fn spam(dir: &Path) -> Result<()> {
 }
 
 fn price(dir: &Path) -> Result<()> {
-    let items = [("Organic honey 500 g jar", "food", 8.99), ("USB-C charging cable 2 m", "electronics", 12.49),
-        ("Pack of 6 AA batteries", "electronics", 6.99), ("Dark chocolate bar 100 g", "food", 2.79),
-        ("Wireless mouse, black", "electronics", 19.99), ("Olive oil extra virgin 1 l", "food", 11.5),
-        ("Bluetooth speaker, waterproof", "electronics", 39.0), ("Basmati rice 5 kg", "food", 14.25),
-        ("HDMI cable 1.5 m", "electronics", 7.49), ("Green tea, 40 bags", "food", 4.19),
-        ("Phone case, clear silicone", "electronics", 9.99), ("Peanut butter 340 g", "food", 3.89),
-        ("Laptop stand, aluminium", "electronics", 29.95), ("Sparkling water 12 x 330 ml", "food", 6.49),
-        ("Noise cancelling earbuds", "electronics", 79.0), ("Espresso beans 1 kg", "food", 17.99)];
+    let items = [
+        ("Organic honey 500 g jar", "food", 8.99),
+        ("USB-C charging cable 2 m", "electronics", 12.49),
+        ("Pack of 6 AA batteries", "electronics", 6.99),
+        ("Dark chocolate bar 100 g", "food", 2.79),
+        ("Wireless mouse, black", "electronics", 19.99),
+        ("Olive oil extra virgin 1 l", "food", 11.5),
+        ("Bluetooth speaker, waterproof", "electronics", 39.0),
+        ("Basmati rice 5 kg", "food", 14.25),
+        ("HDMI cable 1.5 m", "electronics", 7.49),
+        ("Green tea, 40 bags", "food", 4.19),
+        ("Phone case, clear silicone", "electronics", 9.99),
+        ("Peanut butter 340 g", "food", 3.89),
+        ("Laptop stand, aluminium", "electronics", 29.95),
+        ("Sparkling water 12 x 330 ml", "food", 6.49),
+        ("Noise cancelling earbuds", "electronics", 79.0),
+        ("Espresso beans 1 kg", "food", 17.99),
+    ];
     let mut out = String::new();
     for (k, (name, cat, p)) in items.iter().enumerate() {
         let row = serde_json::json!({"sample_id": format!("s{k:03}"), "category": cat,
@@ -98,8 +179,14 @@ fn price(dir: &Path) -> Result<()> {
 }
 
 fn labels(dir: &Path) -> Result<()> {
-    let scenes = [("scene.food", vec!["object.food"]), ("scene.document", vec![]), ("scene.product", vec!["object.electronics.laptop"]),
-        ("scene.people", vec![]), ("scene.screenshot", vec!["object.electronics.phone"]), ("scene.food", vec!["object.food.dessert", "object.food"])];
+    let scenes = [
+        ("scene.food", vec!["object.food"]),
+        ("scene.document", vec![]),
+        ("scene.product", vec!["object.electronics.laptop"]),
+        ("scene.people", vec![]),
+        ("scene.screenshot", vec!["object.electronics.phone"]),
+        ("scene.food", vec!["object.food.dessert", "object.food"]),
+    ];
     let mut gt = String::new();
     for k in 0..18u32 {
         let (scene, objects) = &scenes[k as usize % scenes.len()];
@@ -124,15 +211,41 @@ fn main() -> Result<()> {
     spam(&ex.join("spam"))?;
     price(&ex.join("price"))?;
     labels(&ex.join("labels"))?;
-    let mut spam_opts = ImportOptions { val_fraction: 0.5, ..ImportOptions::default() };
+    let mut spam_opts = ImportOptions {
+        val_fraction: 0.5,
+        ..ImportOptions::default()
+    };
     spam_opts.download.cache_dir = ex.join("spam/cache");
     spam_opts.download.offline = true;
-    let label_opts = ImportOptions { images: Some(ex.join("labels/images")), ..ImportOptions::default() };
+    let label_opts = ImportOptions {
+        images: Some(ex.join("labels/images")),
+        ..ImportOptions::default()
+    };
     let suites = [
-        ("deals", ex.join("flyers"), "flyer_deals", ImportOptions::default()),
-        ("spam", ex.join("spam/products.tsv"), "product_spam", spam_opts),
-        ("price", ex.join("price/rows.jsonl"), "product_price", ImportOptions::default()),
-        ("labels", ex.join("labels/ground_truth.jsonl"), "photo_labels", label_opts),
+        (
+            "deals",
+            ex.join("flyers"),
+            "flyer_deals",
+            ImportOptions::default(),
+        ),
+        (
+            "spam",
+            ex.join("spam/products.tsv"),
+            "product_spam",
+            spam_opts,
+        ),
+        (
+            "price",
+            ex.join("price/rows.jsonl"),
+            "product_price",
+            ImportOptions::default(),
+        ),
+        (
+            "labels",
+            ex.join("labels/ground_truth.jsonl"),
+            "photo_labels",
+            label_opts,
+        ),
     ];
     for (kind, input, suite, opts) in suites {
         let imported = load_with(kind, &input, suite, &opts)?;

@@ -26,7 +26,11 @@ fn deals(k: usize, s: &Value) -> String {
         0 => fence(&Value::Array(gt)),
         1 => {
             // Misses the last deal, misreads one price, leaves out boxes.
-            let mut v: Vec<Value> = gt.iter().take(gt.len().saturating_sub(1)).cloned().collect();
+            let mut v: Vec<Value> = gt
+                .iter()
+                .take(gt.len().saturating_sub(1))
+                .cloned()
+                .collect();
             for d in &mut v {
                 if let Some(o) = d.as_object_mut() {
                     o.remove("bbox");
@@ -44,7 +48,8 @@ fn deals(k: usize, s: &Value) -> String {
                 .collect();
             Value::Array(v).to_string()
         }
-        _ => "The flyer shows several grocery deals, for example bananas and milk at low prices.".into(),
+        _ => "The flyer shows several grocery deals, for example bananas and milk at low prices."
+            .into(),
     }
 }
 
@@ -55,7 +60,9 @@ fn spam(rng: &mut SplitMix64, s: &Value) -> String {
     match roll {
         0..=9 => "This listing looks like spam because of the hashtags.".into(),
         10..=29 => json!({"is_spam": !truth, "confidence": conf, "reason": "unsure"}).to_string(),
-        _ => fence(&json!({"is_spam": truth, "confidence": conf, "reason": if truth { "promotional text" } else { "plain product" }})),
+        _ => fence(
+            &json!({"is_spam": truth, "confidence": conf, "reason": if truth { "promotional text" } else { "plain product" }}),
+        ),
     }
 }
 
@@ -80,7 +87,8 @@ fn labels(rng: &mut SplitMix64, s: &Value) -> String {
             if let Some(o) = attrs.as_object_mut() {
                 o.insert("attr.has_person".into(), json!(true));
             }
-            json!({"scene": "scene.product", "attributes": attrs, "objects": ["object.food"]}).to_string()
+            json!({"scene": "scene.product", "attributes": attrs, "objects": ["object.food"]})
+                .to_string()
         }
         _ => fence(&json!({"scene": scene, "attributes": attrs, "objects": objects})),
     }

@@ -98,7 +98,11 @@ impl Logistic {
             let mut next;
             let mut f_next;
             loop {
-                next = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect::<Vec<_>>();
+                next = theta
+                    .iter()
+                    .zip(&dir)
+                    .map(|(t, d)| t + step * d)
+                    .collect::<Vec<_>>();
                 f_next = objective(x, y, c, &next, &mut new_grad);
                 if f_next <= f + 1e-4 * step * slope || step < 1e-20 {
                     break;
@@ -124,7 +128,10 @@ impl Logistic {
         }
         let intercept = theta[dim];
         theta.truncate(dim);
-        Self { weights: theta, intercept }
+        Self {
+            weights: theta,
+            intercept,
+        }
     }
 
     /// Probability of the positive class.
@@ -140,8 +147,12 @@ mod tests {
 
     #[test]
     fn gradient_vanishes_at_optimum() {
-        let x: Vec<SparseRow> =
-            vec![vec![(0, 1.0)], vec![(1, 1.0)], vec![(0, 0.6), (1, 0.8)], vec![(1, 0.9)]];
+        let x: Vec<SparseRow> = vec![
+            vec![(0, 1.0)],
+            vec![(1, 1.0)],
+            vec![(0, 0.6), (1, 0.8)],
+            vec![(1, 0.9)],
+        ];
         let y = [true, false, true, false];
         let m = Logistic::fit(&x, &y, 2, 1.0);
         let mut theta = m.weights.clone();

@@ -35,7 +35,10 @@ pub fn fit_predict(train: &[(&str, bool)], test: &[&str]) -> Option<Vec<Baseline
         test.iter()
             .map(|t| {
                 let p = model.predict_proba(&vec.transform(t));
-                BaselinePrediction { is_spam: p > 0.5, p_spam: p }
+                BaselinePrediction {
+                    is_spam: p > 0.5,
+                    p_spam: p,
+                }
             })
             .collect(),
     )

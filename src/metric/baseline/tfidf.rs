@@ -23,7 +23,11 @@ pub struct TfIdf {
 
 pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
     let lower = text.to_lowercase();
-    TOKEN.find_iter(&lower).map(|m| m.as_str().to_owned()).collect::<Vec<_>>().into_iter()
+    TOKEN
+        .find_iter(&lower)
+        .map(|m| m.as_str().to_owned())
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 impl TfIdf {
@@ -48,8 +52,15 @@ impl TfIdf {
             terms.sort();
         }
         let n = docs.len() as f64;
-        let idf = terms.iter().map(|(t, _)| ((1.0 + n) / (1.0 + df[t] as f64)).ln() + 1.0).collect();
-        let vocab = terms.into_iter().enumerate().map(|(i, (t, _))| (t, i)).collect();
+        let idf = terms
+            .iter()
+            .map(|(t, _)| ((1.0 + n) / (1.0 + df[t] as f64)).ln() + 1.0)
+            .collect();
+        let vocab = terms
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, _))| (t, i))
+            .collect();
         Self { vocab, idf }
     }
 
@@ -72,7 +83,10 @@ impl TfIdf {
                 *counts.entry(c).or_default() += 1.0;
             }
         }
-        let mut row: SparseRow = counts.into_iter().map(|(c, v)| (c, v * self.idf[c])).collect();
+        let mut row: SparseRow = counts
+            .into_iter()
+            .map(|(c, v)| (c, v * self.idf[c]))
+            .collect();
         let norm = row.iter().map(|(_, v)| v * v).sum::<f64>().sqrt();
         if norm > 0.0 {
             for (_, v) in &mut row {

@@ -82,7 +82,10 @@ impl ImportArgs {
 /// Imports and writes the suite; prints a summary, the notes and every rejected row to stderr.
 pub fn run_import(args: &ImportArgs) -> Result<(), TaskError> {
     let suite = args.suite.clone().unwrap_or_else(|| args.kind.clone());
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("cases").join(format!("{suite}.jsonl")));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cases").join(format!("{suite}.jsonl")));
     let imported = load_with(&args.kind, &args.input, &suite, &args.options())?;
     write_jsonl(&imported.cases, &out)?;
     for note in &imported.notes {

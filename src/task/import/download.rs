@@ -86,7 +86,9 @@ fn attempt(agent: &ureq::Agent, url: &str, max_bytes: u64) -> Attempt {
         Err(ureq::Error::StatusCode(code)) if code == 429 || code >= 500 => {
             return Attempt::Transient(format!("http status {code}"))
         }
-        Err(ureq::Error::StatusCode(code)) => return Attempt::Permanent(format!("http status {code}")),
+        Err(ureq::Error::StatusCode(code)) => {
+            return Attempt::Permanent(format!("http status {code}"))
+        }
         Err(ureq::Error::BadUri(e)) => return Attempt::Permanent(format!("bad url: {e}")),
         Err(e) => return Attempt::Transient(e.to_string()),
     };
@@ -109,7 +111,10 @@ fn attempt(agent: &ureq::Agent, url: &str, max_bytes: u64) -> Attempt {
 }
 
 fn agent(o: &DownloadOptions) -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(o.timeout)).build().into()
+    ureq::Agent::config_builder()
+        .timeout_global(Some(o.timeout))
+        .build()
+        .into()
 }
 
 /// Fetches one URL into the cache, reusing a cached copy.

@@ -67,7 +67,12 @@ pub fn load(kind: &str, path: &Path, suite: &str) -> Result<Vec<Case>, TaskError
 }
 
 /// Loads with explicit options; see `load`.
-pub fn load_with(kind: &str, path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, TaskError> {
+pub fn load_with(
+    kind: &str,
+    path: &Path,
+    suite: &str,
+    o: &ImportOptions,
+) -> Result<Imported, TaskError> {
     let mut imported = match kind {
         "deals" => deals::import(path, suite)?,
         "spam" => spam::import(path, suite, o)?,
@@ -77,18 +82,29 @@ pub fn load_with(kind: &str, path: &Path, suite: &str, o: &ImportOptions) -> Res
     };
     if imported.cases.is_empty() {
         let rejected = imported.rejected.len();
-        let first = imported.rejected.drain(..).next().unwrap_or(TaskError::Layout {
+        let first = imported
+            .rejected
+            .drain(..)
+            .next()
+            .unwrap_or(TaskError::Layout {
+                path: path.to_owned(),
+                message: "the input holds no rows".into(),
+            });
+        return Err(TaskError::NoRows {
             path: path.to_owned(),
-            message: "the input holds no rows".into(),
+            rejected,
+            first: Box::new(first),
         });
-        return Err(TaskError::NoRows { path: path.to_owned(), rejected, first: Box::new(first) });
     }
     let mut seen = std::collections::BTreeMap::new();
     for c in &imported.cases {
         if let Some(first) = seen.insert(c.id.test_name(), c.origin.line) {
             return Err(TaskError::Layout {
                 path: path.to_owned(),
-                message: format!("duplicate case name {} (rows {first:?} and {:?})", c.id, c.origin.line),
+                message: format!(
+                    "duplicate case name {} (rows {first:?} and {:?})",
+                    c.id, c.origin.line
+                ),
             });
         }
     }
@@ -97,8 +113,16 @@ pub fn load_with(kind: &str, path: &Path, suite: &str, o: &ImportOptions) -> Res
 
 /// Makes a case id safe for a test name: anything but letters, digits, `_`, `-` and `.` becomes `_`.
 pub fn sanitise_id(s: &str) -> String {
-    let out: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.is_empty() {
         "_".into()
     } else {
@@ -123,27 +147,47 @@ pub(crate) struct CaseParts<'a> {
 }
 
 pub(crate) fn make_case(p: CaseParts) -> Case {
-    let mut parts: Vec<Part> =
-        p.images.into_iter().map(|i| Part::Image { image: ImageSource::Path(i) }).collect();
+    let mut parts: Vec<Part> = p
+        .images
+        .into_iter()
+        .map(|i| Part::Image {
+            image: ImageSource::Path(i),
+        })
+        .collect();
     parts.push(Part::Text { text: p.user });
     let mut metadata = p.metadata;
     metadata.insert("category".into(), Value::String(p.category.to_owned()));
     Case {
         id: CaseId::new(p.suite, &sanitise_id(p.category), &sanitise_id(p.id)),
         tags: vec![p.task.to_owned()],
-        messages: vec![Message::text(Role::System, p.system), Message { role: Role::User, parts }],
+        messages: vec![
+            Message::text(Role::System, p.system),
+            Message {
+                role: Role::User,
+                parts,
+            },
+        ],
         reference: Some(p.reference),
         context: None,
-        expect: vec![Expectation::Task { task: p.task.to_owned(), spec: p.spec }],
+        expect: vec![Expectation::Task {
+            task: p.task.to_owned(),
+            spec: p.spec,
+        }],
         metadata,
         ignored: false,
-        origin: Origin { file: p.file.to_owned(), line: Some(p.line) },
+        origin: Origin {
+            file: p.file.to_owned(),
+            line: Some(p.line),
+        },
     }
 }
 
 /// Reads a whole input file, naming it on failure.
 pub(crate) fn read(path: &Path) -> Result<String, TaskError> {
-    std::fs::read_to_string(path).map_err(|source| TaskError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| TaskError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 pub use args::{run_import, ImportArgs};

@@ -33,39 +33,80 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
     Ok(out)
 }
 
-fn row(path: &Path, dir: &Path, line: usize, raw: &str, suite: &str, o: &ImportOptions) -> Result<crate::case::Case, TaskError> {
-    let v: Value = serde_json::from_str(raw).map_err(|e| TaskError::row(path, line, "json", e.to_string()))?;
-    let obj = v.as_object().ok_or_else(|| TaskError::row(path, line, "(row)", "not a JSON object"))?;
+fn row(
+    path: &Path,
+    dir: &Path,
+    line: usize,
+    raw: &str,
+    suite: &str,
+    o: &ImportOptions,
+) -> Result<crate::case::Case, TaskError> {
+    let v: Value =
+        serde_json::from_str(raw).map_err(|e| TaskError::row(path, line, "json", e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| TaskError::row(path, line, "(row)", "not a JSON object"))?;
     let target = obj
         .get(&o.target)
         .ok_or_else(|| TaskError::row(path, line, &o.target, "missing"))?;
     let target = json_number(target)
         .filter(|t| t.is_finite())
-        .ok_or_else(|| TaskError::row(path, line, &o.target, format!("`{target}` is not a number")))?;
+        .ok_or_else(|| {
+            TaskError::row(path, line, &o.target, format!("`{target}` is not a number"))
+        })?;
     let id = match obj.get("id").or_else(|| obj.get("sample_id")) {
         None => format!("row{line}"),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => return Err(TaskError::row(path, line, "id", format!("`{other}` is not a string or number"))),
+        Some(other) => {
+            return Err(TaskError::row(
+                path,
+                line,
+                "id",
+                format!("`{other}` is not a string or number"),
+            ))
+        }
     };
     let category = match obj.get("category") {
         None => "price".to_owned(),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(TaskError::row(path, line, "category", format!("`{other}` is not a string"))),
+        Some(other) => {
+            return Err(TaskError::row(
+                path,
+                line,
+                "category",
+                format!("`{other}` is not a string"),
+            ))
+        }
     };
     let image = match obj.get("image") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
             let p = dir.join(s);
             if !p.is_file() {
-                return Err(TaskError::row(path, line, "image", format!("no file {}", p.display())));
+                return Err(TaskError::row(
+                    path,
+                    line,
+                    "image",
+                    format!("no file {}", p.display()),
+                ));
             }
             Some(p)
         }
-        Some(other) => return Err(TaskError::row(path, line, "image", format!("`{other}` is not a path"))),
+        Some(other) => {
+            return Err(TaskError::row(
+                path,
+                line,
+                "image",
+                format!("`{other}` is not a path"),
+            ))
+        }
     };
     let mut inputs = Vec::new();
-    for (k, v) in obj.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str()) && **k != o.target) {
+    for (k, v) in obj
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()) && **k != o.target)
+    {
         let shown = match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -73,10 +114,21 @@ fn row(path: &Path, dir: &Path, line: usize, raw: &str, suite: &str, o: &ImportO
         inputs.push(format!("{k}: {shown}"));
     }
     if inputs.is_empty() && image.is_none() {
-        return Err(TaskError::row(path, line, "(inputs)", "no input fields and no image"));
+        return Err(TaskError::row(
+            path,
+            line,
+            "(inputs)",
+            "no input fields and no image",
+        ));
     }
-    let user = format!("What is the price of this product?\n\n{}", inputs.join("\n"));
-    let spec = PriceSpec { target, max_smape: 20.0 };
+    let user = format!(
+        "What is the price of this product?\n\n{}",
+        inputs.join("\n")
+    );
+    let spec = PriceSpec {
+        target,
+        max_smape: 20.0,
+    };
     let metadata = BTreeMap::from([("target".to_owned(), json!(target))]);
     Ok(make_case(CaseParts {
         suite,

@@ -49,7 +49,11 @@ pub fn case_to_row(case: &Case, jsonl_dir: &Path) -> Value {
     for m in &case.messages {
         for img in m.images() {
             if let ImageSource::Path(p) = img {
-                images.push(Value::String(relative_to(p, jsonl_dir).to_string_lossy().replace('\\', "/")));
+                images.push(Value::String(
+                    relative_to(p, jsonl_dir)
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                ));
             }
         }
         conversations.push(json!({ "role": m.role.as_str(), "content": m.joined_text() }));
@@ -69,23 +73,38 @@ pub fn case_to_row(case: &Case, jsonl_dir: &Path) -> Value {
         }
     }
     row.insert("conversations".into(), Value::Array(conversations));
-    row.insert("metadata".into(), serde_json::to_value(&case.metadata).unwrap_or(Value::Null));
-    row.insert("expect".into(), serde_json::to_value(&case.expect).unwrap_or(Value::Null));
+    row.insert(
+        "metadata".into(),
+        serde_json::to_value(&case.metadata).unwrap_or(Value::Null),
+    );
+    row.insert(
+        "expect".into(),
+        serde_json::to_value(&case.expect).unwrap_or(Value::Null),
+    );
     Value::Object(row)
 }
 
 /// Writes the cases as JSONL at `out` (creating its folder).
 pub fn write_jsonl(cases: &[Case], out: &Path) -> Result<(), TaskError> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let werr = |source| TaskError::Write { path: out.to_owned(), source };
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let werr = |source| TaskError::Write {
+        path: out.to_owned(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(werr)?;
     let mut buf = Vec::new();
     for c in cases {
-        let line = serde_json::to_string(&case_to_row(c, dir)).map_err(|e| werr(std::io::Error::other(e)))?;
+        let line = serde_json::to_string(&case_to_row(c, dir))
+            .map_err(|e| werr(std::io::Error::other(e)))?;
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
     }
-    std::fs::File::create(out).and_then(|mut f| f.write_all(&buf)).map_err(werr)
+    std::fs::File::create(out)
+        .and_then(|mut f| f.write_all(&buf))
+        .map_err(werr)
 }
 
 #[cfg(test)]
@@ -95,8 +114,14 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative_to(Path::new("/a/b/c.png"), Path::new("/a/d")), PathBuf::from("../b/c.png"));
-        assert_eq!(relative_to(Path::new("/a/d/x/c.png"), Path::new("/a/d")), PathBuf::from("x/c.png"));
+        assert_eq!(
+            relative_to(Path::new("/a/b/c.png"), Path::new("/a/d")),
+            PathBuf::from("../b/c.png")
+        );
+        assert_eq!(
+            relative_to(Path::new("/a/d/x/c.png"), Path::new("/a/d")),
+            PathBuf::from("x/c.png")
+        );
     }
 
     proptest! {

@@ -17,7 +17,14 @@ use crate::task::prompt::{IMAGE_UNAVAILABLE, SPAM_SYSTEM, SPAM_USER};
 use crate::task::spam::SpamSpec;
 use crate::task::TaskError;
 
-pub const COLUMNS: [&str; 6] = ["product_id", "description", "image_url", "label", "yes_count", "no_count"];
+pub const COLUMNS: [&str; 6] = [
+    "product_id",
+    "description",
+    "image_url",
+    "label",
+    "yes_count",
+    "no_count",
+];
 
 /// One valid TSV row.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,21 +62,39 @@ fn field(raw: &str) -> String {
 }
 
 fn count(file: &Path, line: usize, name: &str, raw: &str) -> Result<u64, TaskError> {
-    let v: f64 = raw.parse().map_err(|_| TaskError::row(file, line, name, format!("`{raw}` is not a number")))?;
+    let v: f64 = raw
+        .parse()
+        .map_err(|_| TaskError::row(file, line, name, format!("`{raw}` is not a number")))?;
     if v < 0.0 || v.fract() != 0.0 || !v.is_finite() {
-        return Err(TaskError::row(file, line, name, format!("`{raw}` is not a count ≥ 0")));
+        return Err(TaskError::row(
+            file,
+            line,
+            name,
+            format!("`{raw}` is not a count ≥ 0"),
+        ));
     }
     Ok(v as u64)
 }
 
 /// Parses and validates the TSV text: good records, and one error per bad row.
 pub fn parse_tsv(file: &Path, text: &str) -> Result<(Vec<SpamRecord>, Vec<TaskError>), TaskError> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let (_, header) = lines.next().ok_or_else(|| TaskError::row(file, 1, "header", "the file is empty"))?;
-    let names: Vec<String> = header.split('\t').map(|h| field(h).to_lowercase()).collect();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| TaskError::row(file, 1, "header", "the file is empty"))?;
+    let names: Vec<String> = header
+        .split('\t')
+        .map(|h| field(h).to_lowercase())
+        .collect();
     let mut col = HashMap::new();
     for c in COLUMNS {
-        let i = names.iter().position(|n| n == c).ok_or_else(|| TaskError::row(file, 1, c, "column missing from the header"))?;
+        let i = names
+            .iter()
+            .position(|n| n == c)
+            .ok_or_else(|| TaskError::row(file, 1, c, "column missing from the header"))?;
         col.insert(c, i);
     }
     let (mut good, mut bad) = (Vec::new(), Vec::new());
@@ -80,7 +105,12 @@ pub fn parse_tsv(file: &Path, text: &str) -> Result<(Vec<SpamRecord>, Vec<TaskEr
         }
         let cells: Vec<&str> = text.split('\t').collect();
         if cells.len() != names.len() {
-            bad.push(TaskError::row(file, line, "columns", format!("{} cells, header has {}", cells.len(), names.len())));
+            bad.push(TaskError::row(
+                file,
+                line,
+                "columns",
+                format!("{} cells, header has {}", cells.len(), names.len()),
+            ));
             continue;
         }
         let get = |c: &str| field(cells[col[c]]);
@@ -90,13 +120,25 @@ pub fn parse_tsv(file: &Path, text: &str) -> Result<(Vec<SpamRecord>, Vec<TaskEr
                 return Err(TaskError::row(file, line, "product_id", "empty"));
             }
             if let Some(first) = seen.get(&product_id) {
-                return Err(TaskError::row(file, line, "product_id", format!("`{product_id}` already used on line {first}")));
+                return Err(TaskError::row(
+                    file,
+                    line,
+                    "product_id",
+                    format!("`{product_id}` already used on line {first}"),
+                ));
             }
             let label = match get("label").as_str() {
                 "" => None,
                 "0" | "0.0" => Some(false),
                 "1" | "1.0" => Some(true),
-                other => return Err(TaskError::row(file, line, "label", format!("`{other}` is not 0 or 1"))),
+                other => {
+                    return Err(TaskError::row(
+                        file,
+                        line,
+                        "label",
+                        format!("`{other}` is not 0 or 1"),
+                    ))
+                }
             };
             Ok(SpamRecord {
                 line,
@@ -141,14 +183,24 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
         .filter(|(_, &v)| !v)
         .map(|((r, &l), _)| (r.description.as_str(), l))
         .collect();
-    let chosen: Vec<(&SpamRecord, bool)> =
-        labeled.iter().zip(&labels).zip(&is_val).filter(|(_, &v)| pick(v)).map(|((r, &l), _)| (*r, l)).collect();
+    let chosen: Vec<(&SpamRecord, bool)> = labeled
+        .iter()
+        .zip(&labels)
+        .zip(&is_val)
+        .filter(|(_, &v)| pick(v))
+        .map(|((r, &l), _)| (*r, l))
+        .collect();
     let texts: Vec<&str> = chosen.iter().map(|(r, _)| r.description.as_str()).collect();
     let baseline = fit_predict(&train, &texts);
     if baseline.is_none() {
         notes.push("baseline skipped: the training split holds a single class".into());
     }
-    notes.push(format!("split: {} train, {} validation (seed {})", train.len(), is_val.iter().filter(|&&v| v).count(), o.seed));
+    notes.push(format!(
+        "split: {} train, {} validation (seed {})",
+        train.len(),
+        is_val.iter().filter(|&&v| v).count(),
+        o.seed
+    ));
 
     let urls: Vec<String> = chosen.iter().map(|(r, _)| r.image_url.clone()).collect();
     let outcomes = fetch_all(&urls, &o.download);
@@ -156,7 +208,12 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
     for (k, ((r, label), outcome)) in chosen.iter().zip(&outcomes).enumerate() {
         let image = outcome.path().map(Path::to_path_buf);
         if let Outcome::Failed(e) = outcome {
-            notes.push(format!("{}:{}: image unavailable ({e}): {}", path.display(), r.line, r.image_url));
+            notes.push(format!(
+                "{}:{}: image unavailable ({e}): {}",
+                path.display(),
+                r.line,
+                r.image_url
+            ));
         }
         let mut user = format!("{SPAM_USER}\n\nDescription: {}", r.description);
         if image.is_none() {
@@ -169,10 +226,21 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
             baseline: baseline.as_ref().map(|b| b[k]),
             policy: None,
         };
-        let reference = json!({"is_spam": label, "confidence": 1.0, "reason": "ground truth"}).to_string();
+        let reference =
+            json!({"is_spam": label, "confidence": 1.0, "reason": "ground truth"}).to_string();
         let metadata = BTreeMap::from([
             ("product_id".to_owned(), Value::String(r.product_id.clone())),
-            ("image".to_owned(), Value::String(if image.is_some() { "present" } else { "missing" }.into())),
+            (
+                "image".to_owned(),
+                Value::String(
+                    if image.is_some() {
+                        "present"
+                    } else {
+                        "missing"
+                    }
+                    .into(),
+                ),
+            ),
             ("image_url".to_owned(), Value::String(r.image_url.clone())),
             ("label_confidence".to_owned(), json!(r.label_confidence())),
         ]);
@@ -191,7 +259,11 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
             line: r.line,
         }));
     }
-    Ok(Imported { cases, rejected, notes })
+    Ok(Imported {
+        cases,
+        rejected,
+        notes,
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +279,12 @@ mod tests {
             "{HEAD}p1\tnice mug\thttp://x/a.jpg\t0\t0\t3\n\tno id\t\t1\t1\t0\np1\tdup\t\t1\t1\t0\np2\tbad label\t\t2\t1\t0\np3\tneg\t\t1\t-1\t0\np4\tunlabeled\t\t\t0\t0\n"
         );
         let (good, bad) = parse_tsv(Path::new("s.tsv"), &text).unwrap();
-        assert_eq!(good.iter().map(|r| r.product_id.as_str()).collect::<Vec<_>>(), ["p1", "p4"]);
+        assert_eq!(
+            good.iter()
+                .map(|r| r.product_id.as_str())
+                .collect::<Vec<_>>(),
+            ["p1", "p4"]
+        );
         let msgs: Vec<String> = bad.iter().map(ToString::to_string).collect();
         assert_eq!(msgs[0], "s.tsv:3: field `product_id`: empty");
         assert!(msgs[1].contains("s.tsv:4: field `product_id`") && msgs[1].contains("line 2"));
@@ -220,7 +297,10 @@ mod tests {
     #[test]
     fn missing_column_is_named() {
         let e = parse_tsv(Path::new("s.tsv"), "product_id\tdescription\n").unwrap_err();
-        assert_eq!(e.to_string(), "s.tsv:1: field `image_url`: column missing from the header");
+        assert_eq!(
+            e.to_string(),
+            "s.tsv:1: field `image_url`: column missing from the header"
+        );
     }
 
     proptest! {

@@ -31,8 +31,14 @@ fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, c: Rgb<u8>) {
 
 /// Pastel colour number `k` of a small fixed palette.
 fn pastel(k: usize) -> Rgb<u8> {
-    const P: [[u8; 3]; 6] =
-        [[255, 236, 179], [200, 230, 201], [187, 222, 251], [248, 187, 208], [225, 190, 231], [255, 204, 188]];
+    const P: [[u8; 3]; 6] = [
+        [255, 236, 179],
+        [200, 230, 201],
+        [187, 222, 251],
+        [248, 187, 208],
+        [225, 190, 231],
+        [255, 204, 188],
+    ];
     Rgb(P[k % P.len()])
 }
 
@@ -66,7 +72,12 @@ pub fn flyer_page(title: &str, items: &[FlyerItem]) -> (RgbImage, Vec<Deal>) {
             name: it.name.clone(),
             price: it.price,
             unit: Some(it.unit.clone()),
-            bbox: Some([x0 as f64, y0 as f64, (x0 + box_w) as f64, (y0 + box_h) as f64]),
+            bbox: Some([
+                x0 as f64,
+                y0 as f64,
+                (x0 + box_w) as f64,
+                (y0 + box_h) as f64,
+            ]),
         });
     }
     (img, deals)
@@ -91,7 +102,14 @@ pub fn scene_photo(scene: &str, variant: u32) -> RgbImage {
         "scene.document" => {
             fill(&mut img, 0, 0, 160, 120, WHITE);
             for k in 0..8 {
-                fill(&mut img, 12, 12 + k * 13, 148 - (k * 7 + variant) % 40, 17 + k * 13, INK);
+                fill(
+                    &mut img,
+                    12,
+                    12 + k * 13,
+                    148 - (k * 7 + variant) % 40,
+                    17 + k * 13,
+                    INK,
+                );
             }
         }
         "scene.screenshot" => {
@@ -125,7 +143,11 @@ mod tests {
     #[test]
     fn flyer_boxes_are_inside_and_disjoint() {
         let items: Vec<FlyerItem> = (0..5)
-            .map(|k| FlyerItem { name: format!("ITEM {k}"), price: 1.0 + k as f64, unit: "EACH".into() })
+            .map(|k| FlyerItem {
+                name: format!("ITEM {k}"),
+                price: 1.0 + k as f64,
+                unit: "EACH".into(),
+            })
             .collect();
         let (img, deals) = flyer_page("TEST", &items);
         assert_eq!(deals.len(), 5);
@@ -136,6 +158,10 @@ mod tests {
                 assert_eq!(crate::metric::matching::iou(b, c.bbox.unwrap()), 0.0);
             }
         }
-        assert_eq!(flyer_page("TEST", &items).0, img, "rendering is deterministic");
+        assert_eq!(
+            flyer_page("TEST", &items).0,
+            img,
+            "rendering is deterministic"
+        );
     }
 }

@@ -5,5 +5,6 @@
 //! `report` aggregates verdicts; `harness` turns each case into a libtest trial.
 
 pub mod case;
+pub mod lockfile;
 pub mod model;
 pub mod score;

@@ -34,6 +34,23 @@ impl Verdict {
         self.scores.iter().any(|s| s.status == ScoreStatus::ScorerError)
     }
 
+    /// The failing scores in one line: `numeric 0.33 < 1.00; keywords 0.00 < 1.00`.
+    pub fn short_reason(&self) -> String {
+        if let Some(e) = &self.model_error {
+            return format!("model error: {e}");
+        }
+        let parts: Vec<String> = self
+            .scores
+            .iter()
+            .filter(|s| !s.passed)
+            .map(|s| match s.value {
+                Some(v) => format!("{} {v:.2} < {:.2}", s.scorer, s.threshold),
+                None => format!("{} error", s.scorer),
+            })
+            .collect();
+        parts.join("; ")
+    }
+
     /// What a failing trial prints: prompt (shortened), expected, answer, each score against its
     /// threshold.
     pub fn explain(&self, case: &Case) -> String {

@@ -2,6 +2,7 @@
 //! decimals (so float noise cannot flap it), volatile fields (times, paths, per-case answers) left
 //! out. Stored as `snapshots/<suite>@<model>.snap`; `cargo insta review` accepts a new baseline.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
@@ -22,14 +23,34 @@ fn round_all(v: &Value) -> Value {
     }
 }
 
-/// The snapshot's content.
+/// The snapshot's content: the aggregates, and the sorted names of the failing cases (the
+/// accepted baseline's known failures).
 pub fn view(report: &Report) -> Value {
     let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
         o.remove("verdicts");
         o.remove("model");
+        let mut failing: Vec<&str> = report.verdicts.iter().filter(|v| !v.passed).map(|v| v.name.as_str()).collect();
+        failing.sort_unstable();
+        o.insert("failing_cases".into(), json!(failing));
     }
     round_all(&v)
+}
+
+/// The path of a suite's accepted snapshot for a model.
+pub fn path(project: &Path, suite: &str, model: &str) -> std::path::PathBuf {
+    project.join("snapshots").join(format!("{suite}@{model}.snap"))
+}
+
+/// The failing cases recorded in the accepted snapshot, if there is one. A case that fails and is
+/// listed here is a known failure, not a regression.
+pub fn known_failures(project: &Path, suite: &str, model: &str) -> Option<BTreeSet<String>> {
+    let text = std::fs::read_to_string(path(project, suite, model)).ok()?;
+    // An insta snapshot is a `---`-delimited header followed by the serialized value.
+    let body = text.strip_prefix("---")?.split_once("\n---\n")?.1;
+    let value: Value = serde_json::from_str(body).ok()?;
+    let names = value.get("failing_cases")?.as_array()?;
+    Some(names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
 }
 
 /// The snapshot's name: `<suite>@<model label>`.

@@ -34,7 +34,7 @@ const UNITS: &[(&str, &str)] = &[
     (r"(?i)rpm\b|r/min\b", "rpm"),
     (r"(?i)kpa\b", "kPa"),
     (r"(?i)psi\b", "psi"),
-    (r"(?i)bar\b", "bar"),
+    (r"(?i)bars?\b", "bar"),
     (r"(?i)ml\b|millilit(?:er|re)s?\b", "ml"),
     (r"(?i)l\b|lit(?:er|re)s?\b", "l"),
     (r"(?i)mm\b|millimet(?:er|re)s?\b", "mm"),
@@ -268,6 +268,7 @@ mod tests {
             assert_eq!(units(s), vec![(90.0, Some("deg"))], "{s}");
         }
         assert_eq!(units("85 °C"), vec![(85.0, Some("degC"))]);
+        assert_eq!(units("2.9 bars"), vec![(2.9, Some("bar"))]);
         assert_eq!(canonical_unit("N·m"), Some("Nm"));
         assert_eq!(canonical_unit("degrees"), Some("deg"));
         assert_eq!(canonical_unit("furlongs"), None);

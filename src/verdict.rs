@@ -27,11 +27,20 @@ impl Verdict {
             Err(e) => (None, Some(e)),
         };
         let passed = model_error.is_none() && scores.iter().all(|s| s.passed);
-        Self { name: case.id.test_name(), category: case.id.category.clone(), passed, answer, model_error, scores }
+        Self {
+            name: case.id.test_name(),
+            category: case.id.category.clone(),
+            passed,
+            answer,
+            model_error,
+            scores,
+        }
     }
 
     pub fn has_scorer_error(&self) -> bool {
-        self.scores.iter().any(|s| s.status == ScoreStatus::ScorerError)
+        self.scores
+            .iter()
+            .any(|s| s.status == ScoreStatus::ScorerError)
     }
 
     /// The failing scores in one line: `numeric 0.33 < 1.00; keywords 0.00 < 1.00`.
@@ -71,8 +80,13 @@ impl Verdict {
                 (_, true) => "ok",
                 (_, false) => "FAIL",
             };
-            let value = s.value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-            out.push_str(&format!("  [{mark:>5}] {:<18} {value} (threshold {:.3}): {}\n", s.scorer, s.threshold, s.detail));
+            let value = s
+                .value
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+            out.push_str(&format!(
+                "  [{mark:>5}] {:<18} {value} (threshold {:.3}): {}\n",
+                s.scorer, s.threshold, s.detail
+            ));
         }
         out
     }
@@ -84,13 +98,18 @@ pub fn expected_text(case: &Case) -> Option<String> {
     for e in &case.expect {
         match e {
             Expectation::Numbers { numbers, .. } => {
-                let list: Vec<String> = numbers.iter().map(|n| match &n.unit {
-                    Some(u) => format!("{} {u}", n.value),
-                    None => n.value.to_string(),
-                }).collect();
+                let list: Vec<String> = numbers
+                    .iter()
+                    .map(|n| match &n.unit {
+                        Some(u) => format!("{} {u}", n.value),
+                        None => n.value.to_string(),
+                    })
+                    .collect();
                 parts.push(format!("numbers [{}]", list.join(", ")));
             }
-            Expectation::Keywords { keywords, .. } => parts.push(format!("keywords [{}]", keywords.join(", "))),
+            Expectation::Keywords { keywords, .. } => {
+                parts.push(format!("keywords [{}]", keywords.join(", ")))
+            }
             Expectation::Exact { text, .. } => parts.push(format!("exactly `{text}`")),
             Expectation::TokenF1 { .. } | Expectation::Judge { .. } | Expectation::Task { .. } => {}
         }

@@ -18,7 +18,11 @@ fn round_all(v: &Value) -> Value {
     match v {
         Value::Number(n) if n.is_f64() => n.as_f64().map_or(Value::Null, |x| json!(round2(x))),
         Value::Array(a) => Value::Array(a.iter().map(round_all).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), round_all(v))).collect::<Map<_, _>>()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), round_all(v)))
+                .collect::<Map<_, _>>(),
+        ),
         other => other.clone(),
     }
 }
@@ -30,7 +34,12 @@ pub fn view(report: &Report) -> Value {
     if let Value::Object(o) = &mut v {
         o.remove("verdicts");
         o.remove("model");
-        let mut failing: Vec<&str> = report.verdicts.iter().filter(|v| !v.passed).map(|v| v.name.as_str()).collect();
+        let mut failing: Vec<&str> = report
+            .verdicts
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v| v.name.as_str())
+            .collect();
         failing.sort_unstable();
         o.insert("failing_cases".into(), json!(failing));
     }
@@ -39,7 +48,9 @@ pub fn view(report: &Report) -> Value {
 
 /// The path of a suite's accepted snapshot for a model.
 pub fn path(project: &Path, suite: &str, model: &str) -> std::path::PathBuf {
-    project.join("snapshots").join(format!("{suite}@{model}.snap"))
+    project
+        .join("snapshots")
+        .join(format!("{suite}@{model}.snap"))
 }
 
 /// The failing cases recorded in the accepted snapshot, if there is one. A case that fails and is
@@ -50,7 +61,12 @@ pub fn known_failures(project: &Path, suite: &str, model: &str) -> Option<BTreeS
     let body = text.strip_prefix("---")?.split_once("\n---\n")?.1;
     let value: Value = serde_json::from_str(body).ok()?;
     let names = value.get("failing_cases")?.as_array()?;
-    Some(names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+    Some(
+        names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// The snapshot's name: `<suite>@<model label>`.
@@ -65,7 +81,10 @@ pub fn assert_matches(project: &Path, report: &Report) {
     settings.set_snapshot_path(project.join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
-    settings.set_description(format!("aggregate report of suite `{}` on model `{}`", report.suite, report.model));
+    settings.set_description(format!(
+        "aggregate report of suite `{}` on model `{}`",
+        report.suite, report.model
+    ));
     let value = view(report);
     let snapshot_name = name(report);
     settings.bind(|| insta::assert_json_snapshot!(snapshot_name, value));

@@ -1,3 +1,5 @@
 //! Integration tests, one module per area.
 
 mod gguf_model;
+mod harness;
+mod suite_loading;

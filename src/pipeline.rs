@@ -149,13 +149,16 @@ pub struct JudgeRequest<'a> {
     pub threshold: Option<f64>,
 }
 
+/// The judge stage: scores a batch of judge requests, one score per request, in order.
+pub type JudgeFn<'f> = &'f dyn Fn(&[JudgeRequest<'_>]) -> Vec<Score>;
+
 /// Scores every answer. Deterministic scorers run inline; task scorers through `task`; all judge
 /// requests of the run go to `judge` in one call, so it can run them concurrently.
 pub fn score_all(
     cases: &[&Case],
     answers: &[Result<Answer, String>],
     task: &dyn Fn(&str, &serde_json::Value, &str) -> Score,
-    judge: Option<&dyn Fn(&[JudgeRequest<'_>]) -> Vec<Score>>,
+    judge: Option<JudgeFn<'_>>,
 ) -> Vec<Verdict> {
     let mut scores: Vec<Vec<Option<Score>>> = Vec::with_capacity(cases.len());
     let mut judge_requests = Vec::new();

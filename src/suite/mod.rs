@@ -100,7 +100,7 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
             let mut keep = Vec::with_capacity(cases.len());
             for case in cases.drain(..) {
                 let full = case.id.test_name();
-                let short = format!("{}", case.id.id);
+                let short = case.id.id.clone();
                 if let Some(&first) = seen.get(&short) {
                     let other: &Case = &keep[first];
                     errors.push(SuiteError::new(

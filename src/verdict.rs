@@ -119,3 +119,67 @@ pub fn expected_text(case: &Case) -> Option<String> {
     }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::case::{CaseId, ExpectedNumber, Message, Origin, Role, Tolerance};
+    use crate::score::score_deterministic;
+
+    #[test]
+    fn a_failure_explains_prompt_expectation_answer_and_scores() {
+        let expect = vec![Expectation::Numbers {
+            numbers: vec![ExpectedNumber {
+                value: 35.0,
+                unit: Some("Nm".into()),
+            }],
+            tolerance: Tolerance::default(),
+            min_matched: None,
+            threshold: 1.0,
+        }];
+        let case = Case {
+            id: CaseId::new("qa", "torque", "t1"),
+            tags: vec![],
+            messages: vec![Message::text(
+                Role::User,
+                "How tight should the drain plug be?",
+            )],
+            reference: Some("35 Nm.".into()),
+            context: None,
+            expect,
+            metadata: Default::default(),
+            ignored: false,
+            origin: Origin {
+                file: "p.toml".into(),
+                line: Some(1),
+            },
+        };
+        let answer = Answer {
+            text: "100 Nm".into(),
+            prompt_tokens: 5,
+            generated_tokens: 3,
+            elapsed: Duration::ZERO,
+        };
+        let scores = case
+            .expect
+            .iter()
+            .filter_map(|e| score_deterministic(e, &answer.text))
+            .collect();
+        let v = Verdict::new(&case, Ok(answer), scores);
+        assert!(!v.passed);
+        let text = v.explain(&case);
+        for needle in [
+            "prompt:   How tight",
+            "expected: numbers [35 Nm]",
+            "answer:   100 Nm",
+            "[ FAIL] numeric",
+            "threshold 1.000",
+            "missing 35 Nm",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert_eq!(v.short_reason(), "numeric 0.00 < 1.00");
+    }
+}

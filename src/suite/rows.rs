@@ -233,3 +233,55 @@ fn to_case(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn load_text(text: &str) -> (Vec<Case>, Vec<SuiteError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cases").join("s.jsonl");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, text).expect("write");
+        load(&file, "s", &SuiteConfig::default(), dir.path())
+    }
+
+    #[test]
+    fn a_row_without_numbers_or_expectations_is_an_error() {
+        let (cases, errors) = load_text(
+            r#"{"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+        );
+        assert!(cases.is_empty());
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("s.jsonl:1: field `conversations`: nothing to check"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_line_loads_or_names_its_line(lines in proptest::collection::vec("\\PC{0,40}", 1..6)) {
+            let text = lines.join("\n");
+            let (cases, errors) = load_text(&text);
+            let non_empty = lines.iter().filter(|l| !l.trim().is_empty()).count();
+            prop_assert_eq!(cases.len() + errors.len(), non_empty);
+            for e in errors {
+                prop_assert!(e.line.is_some());
+            }
+        }
+
+        #[test]
+        fn numbers_in_the_reference_become_expectations(v in 1u32..10_000, unit in prop::sample::select(vec!["Nm", "bar", "mm", "%"])) {
+            let line = format!(r#"{{"conversations": [{{"role": "user", "content": "q"}}, {{"role": "assistant", "content": "It is {v} {unit}."}}]}}"#);
+            let (cases, errors) = load_text(&line);
+            prop_assert!(errors.is_empty());
+            let Expectation::Numbers { numbers, .. } = &cases[0].expect[0] else { panic!("numbers") };
+            prop_assert_eq!(numbers[0].value, f64::from(v));
+        }
+    }
+}

@@ -1,11 +1,21 @@
 //! vlmtest: `cargo test` for vision-language models.
 //!
 //! The flow, in the order data moves: `suite` loads probes and validation rows into `Case`s and
-//! selects them by name; `model` answers them (batched, cached); `score` checks each answer;
-//! `report` aggregates verdicts; `harness` turns each case into a libtest trial.
+//! selects them by name; `model` answers them (batched, cached by `cache`); `score` checks each
+//! answer; `report` aggregates verdicts; `harness` turns each case into a libtest trial and
 
+pub mod cache;
 pub mod case;
-pub mod model;
-pub mod score;
+pub mod cli;
+pub mod config;
+pub mod harness;
+pub mod lockfile;
 pub mod metric;
+pub mod model;
+pub mod pipeline;
+pub mod report;
+pub mod score;
+pub mod session;
+pub mod suite;
 pub mod task;
+pub mod verdict;

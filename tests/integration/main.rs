@@ -1,4 +1,8 @@
+//! Integration tests, one module per area.
 
-mod task_reference;
+mod gguf_model;
+mod harness;
+mod suite_loading;
 mod task_import;
+mod task_reference;
 mod task_suites;

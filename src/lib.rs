@@ -3,6 +3,7 @@
 //! The flow, in the order data moves: `suite` loads probes and validation rows into `Case`s and
 //! selects them by name; `model` answers them (batched, cached by `cache`); `score` checks each
 //! answer; `report` aggregates verdicts; `harness` turns each case into a libtest trial and
+//! `cli` drives the same `session` from the command line.
 
 pub mod cache;
 pub mod case;

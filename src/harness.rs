@@ -113,8 +113,12 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
             }));
             continue;
         }
-        let known =
-            snapshot::known_failures(&root, &suite.name, &eval.model_label).unwrap_or_default();
+        let label = eval
+            .model_labels
+            .get(&suite.name)
+            .cloned()
+            .unwrap_or_default();
+        let known = snapshot::known_failures(&root, &suite.name, &label).unwrap_or_default();
         for c in &suite.cases {
             let name = c.id.test_name();
             let verdict = eval.verdicts.get(&name).cloned();
@@ -156,10 +160,10 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
                     .filter(|g| !g.passed)
                     .map(|g| {
                         format!(
-                            "gate {} = {} is below {:.3}",
+                            "gate {} = {} is outside its bounds ({})",
                             g.name,
                             g.actual.map_or("missing".into(), |a| format!("{a:.3}")),
-                            g.min
+                            g.describe()
                         )
                     })
                     .collect();

@@ -27,6 +27,16 @@ pub struct GenerationStats {
 }
 
 impl GenerationStats {
+    /// Adds another pass's counts.
+    pub fn absorb(&mut self, other: &Self) {
+        self.from_cache += other.from_cache;
+        self.generated += other.generated;
+        self.failed += other.failed;
+        self.prompt_tokens += other.prompt_tokens;
+        self.generated_tokens += other.generated_tokens;
+        self.model_time += other.model_time;
+    }
+
     /// Decode throughput of the answers generated in this run.
     pub fn tokens_per_second(&self) -> Option<f64> {
         let secs = self.model_time.as_secs_f64();

@@ -99,11 +99,11 @@ pub fn summary(reports: &[Report]) -> String {
     for r in reports {
         for g in r.gates.iter().filter(|g| !g.passed) {
             out.push_str(&format!(
-                "gate failed: {}::{} = {} < {:.3}\n",
+                "gate failed: {}::{} = {} (bounds: {})\n",
                 r.suite,
                 g.name,
                 cell(g.actual),
-                g.min
+                g.describe()
             ));
         }
     }

@@ -49,8 +49,8 @@ fn stem(p: &Path) -> String {
         .to_owned()
 }
 
-/// Loads every suite under `root` (sorted by name). Duplicate test names within a suite are
-/// errors naming both places. `max_samples` keeps the first N cases of each suite.
+/// Loads every suite under `root` (sorted by name). Duplicate test names (`suite::category::id`)
+/// are errors naming both places. `max_samples` keeps the first N cases of each suite.
 pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader>) -> Vec<Suite> {
     let mut by_suite: BTreeMap<String, (Vec<Case>, Vec<SuiteError>)> = BTreeMap::new();
     for file in files_with_ext(&root.join("probes"), "toml") {
@@ -100,7 +100,7 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
             let mut keep = Vec::with_capacity(cases.len());
             for case in cases.drain(..) {
                 let full = case.id.test_name();
-                let short = case.id.id.clone();
+                let short = full.clone();
                 if let Some(&first) = seen.get(&short) {
                     let other: &Case = &keep[first];
                     errors.push(SuiteError::new(

@@ -79,6 +79,8 @@ pub enum Command {
         #[arg(long)]
         record: Option<PathBuf>,
     },
+    /// Import a seed dataset (deals, spam, price, labels) as `cases/<suite>.jsonl`.
+    Import(crate::task::import::ImportArgs),
     /// Fetch the default local model into the cache (done on first use otherwise); print its path.
     FetchModel,
     /// Render saved reports (default: every target/vlmtest/report-*.json).
@@ -113,6 +115,13 @@ pub fn main() -> ExitCode {
             run(&root, &selection, &overrides, format, record)
         }
         Command::Report { paths, format } => show_reports(&root, paths, format),
+        Command::Import(args) => match crate::task::import::run_import(&args) {
+            Ok(()) => exit::PASSED,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::ERROR
+            }
+        },
         Command::FetchModel => match crate::model::fetch::ensure_default_model() {
             Ok(p) => {
                 println!("{}", p.display());

@@ -102,7 +102,11 @@ fn slice_key(case: &Case, field: &str) -> String {
 /// complement: `parsed_rate = 1 − malformed_rate`, `calibration = 1 − ece`,
 /// `smape_score = 1 − smape / 200`.
 fn add_complements(m: &mut BTreeMap<String, f64>) {
-    let pairs = [("malformed_rate", "parsed_rate", 1.0), ("ece", "calibration", 1.0), ("smape", "smape_score", 200.0)];
+    let pairs = [
+        ("malformed_rate", "parsed_rate", 1.0),
+        ("ece", "calibration", 1.0),
+        ("smape", "smape_score", 200.0),
+    ];
     for (low, high, scale) in pairs {
         if let Some(v) = m.get(low).copied() {
             m.insert(high.to_owned(), 1.0 - v / scale);

@@ -295,3 +295,40 @@ fn deal_pages_and_label_rows_are_rejected_with_their_field() {
         "{err}"
     );
 }
+
+#[test]
+fn import_command_writes_a_suite_file() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: vlmtest::task::import::ImportArgs,
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cases/flyers.jsonl");
+    let cli = Cli::parse_from([
+        "import".as_ref(),
+        "deals".as_ref(),
+        root.join("fixtures/tasks/examples/flyers").as_os_str(),
+        "--suite".as_ref(),
+        "flyers".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    vlmtest::task::import::run_import(&cli.args).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let image = out.parent().unwrap().join(first["image"].as_str().unwrap());
+    assert!(
+        image.is_file(),
+        "image path is relative to the suite file: {}",
+        image.display()
+    );
+    assert_eq!(first["expect"][0]["kind"], "task");
+    assert_eq!(
+        first["conversations"].as_array().unwrap().last().unwrap()["role"],
+        "assistant"
+    );
+}

@@ -114,7 +114,8 @@ def spam_metrics(rows):
     extra = {
         "confusion": confusion_matrix(y, yp, labels=[0, 1]).tolist(),
         "bins": bins,
-        "sweep": {"chosen": best, "macro_f1": [p["macro_f1"] for p in table]},
+        "sweep": {"chosen": best, "macro_f1": {
+            f'{p["review_threshold"]:.2f}/{p["demote_threshold"]:.2f}': p["macro_f1"] for p in table}},
     }
     return m, extra
 

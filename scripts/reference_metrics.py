@@ -114,7 +114,8 @@ def spam_metrics(rows):
     extra = {
         "confusion": confusion_matrix(y, yp, labels=[0, 1]).tolist(),
         "bins": bins,
-        "sweep": {"chosen": best, "macro_f1": [p["macro_f1"] for p in table]},
+        "sweep": {"chosen": best, "macro_f1": {
+            f'{p["review_threshold"]:.2f}/{p["demote_threshold"]:.2f}': p["macro_f1"] for p in table}},
     }
     return m, extra
 
@@ -166,6 +167,14 @@ def labels_metrics(rows):
     return m, {"scene_confusion": {"labels": labels, "counts": cm}}
 
 
+def complements(m):
+    """Gates are minimums: lower-is-better metrics get a higher-is-better twin, as in vlmtest."""
+    for low, high, scale in [("malformed_rate", "parsed_rate", 1.0), ("ece", "calibration", 1.0), ("smape", "smape_score", 200.0)]:
+        if low in m:
+            m[high] = 1.0 - m[low] / scale
+    return m
+
+
 def sliced(rows, compute, fields, always):
     out = {}
     for field in fields:
@@ -176,14 +185,14 @@ def sliced(rows, compute, fields, always):
         out[field] = {}
         for g, sub in sorted(groups.items()):
             res = compute(sub)
-            out[field][g] = {"n": len(sub), "metrics": res[0] if res else {}}
+            out[field][g] = {"n": len(sub), "metrics": complements(res[0]) if res else {}}
     return out
 
 
 def run(name, compute, fields, always):
     rows = read_jsonl(ROOT / f"{name}.jsonl")
     m, extra = compute(rows)
-    m = dict(m, n=len(rows), scorer_errors=0)
+    m = dict(complements(m), n=len(rows), scorer_errors=0)
     return dict(extra, metrics=m, slices=sliced(rows, compute, fields, always))
 
 

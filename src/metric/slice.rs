@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// The group name of rows that lack the field.
-pub const MISSING_VALUE: &str = "(unset)";
+pub const MISSING_VALUE: &str = "(none)";
 
 /// Renders a metadata value as a slice key: strings as they are, other JSON values as JSON.
 pub fn key_of(v: Option<&serde_json::Value>) -> String {

@@ -98,6 +98,22 @@ fn slice_key(case: &Case, field: &str) -> String {
     }
 }
 
+/// Gates are minimums, so each lower-is-better metric also appears as a higher-is-better
+/// complement: `parsed_rate = 1 − malformed_rate`, `calibration = 1 − ece`,
+/// `smape_score = 1 − smape / 200`.
+fn add_complements(m: &mut BTreeMap<String, f64>) {
+    let pairs = [
+        ("malformed_rate", "parsed_rate", 1.0),
+        ("ece", "calibration", 1.0),
+        ("smape", "smape_score", 200.0),
+    ];
+    for (low, high, scale) in pairs {
+        if let Some(v) = m.get(low).copied() {
+            m.insert(high.to_owned(), 1.0 - v / scale);
+        }
+    }
+}
+
 fn run<A: Aggregator>(
     task: &str,
     items: &[(&Case, &Score)],
@@ -125,6 +141,7 @@ fn run<A: Aggregator>(
     }
     let all: Vec<&A::Row> = rows.iter().collect();
     let (mut metrics, details) = A::compute(&all).unwrap_or_default();
+    add_complements(&mut metrics);
     metrics.insert("n".into(), rows.len() as f64);
     metrics.insert("scorer_errors".into(), scorer_errors as f64);
 
@@ -146,7 +163,8 @@ fn run<A: Aggregator>(
         let mut out = serde_json::Map::new();
         for (value, idx) in groups {
             let subset: Vec<&A::Row> = idx.iter().map(|&i| &rows[i]).collect();
-            let m = A::compute(&subset).map(|x| x.0).unwrap_or_default();
+            let mut m = A::compute(&subset).map(|x| x.0).unwrap_or_default();
+            add_complements(&mut m);
             out.insert(value, json!({ "n": idx.len(), "metrics": m }));
         }
         slices.insert(field, Value::Object(out));
@@ -161,4 +179,28 @@ fn run<A: Aggregator>(
         metrics,
         details: Value::Object(details),
     })
+}
+
+/// Every task's report for one suite, ready for `Report::tasks`: task name → `{"metrics",
+/// "details"}` (or `{"error"}` when a score's data is not its task's). `items` may hold scores of
+/// any scorer; only task scores are used.
+pub fn suite_reports<'a>(
+    items: impl IntoIterator<Item = (&'a Case, &'a Score)>,
+    slice_fields: &[&str],
+) -> BTreeMap<String, Value> {
+    let items: Vec<(&Case, &Score)> = items
+        .into_iter()
+        .filter(|(_, s)| TASKS.contains(&s.scorer.as_str()))
+        .collect();
+    let names: BTreeSet<&str> = items.iter().map(|(_, s)| s.scorer.as_str()).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let v = match aggregate_with(name, &items, slice_fields) {
+                Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            (name.to_owned(), v)
+        })
+        .collect()
 }

@@ -173,6 +173,20 @@ pub fn score(spec: &Value, answer: &str) -> Score {
     Score::scored("spam", if correct { 1.0 } else { 0.0 }, 1.0, detail).with_data(data)
 }
 
+/// The sweep as `"review/demote" → macro F1` (keys sort in grid order), compact enough to read in
+/// a snapshot; the chosen point carries the full numbers.
+fn sweep_table(table: &[crate::metric::policy::OperatingPoint]) -> BTreeMap<String, f64> {
+    table
+        .iter()
+        .map(|p| {
+            (
+                format!("{:.2}/{:.2}", p.review_threshold, p.demote_threshold),
+                p.macro_f1,
+            )
+        })
+        .collect()
+}
+
 pub(crate) struct Spam;
 
 impl Aggregator for Spam {
@@ -226,7 +240,7 @@ impl Aggregator for Spam {
             "confusion": b.confusion,
             "reliability_bins": cal.bins,
             "policy": configured,
-            "sweep": { "chosen": sw.best, "table": sw.table },
+            "sweep": { "chosen": sw.best, "macro_f1": sweep_table(&sw.table) },
         });
         let base: Option<Vec<BaselinePrediction>> = rows.iter().map(|r| r.baseline).collect();
         if let Some(base) = base {

@@ -240,3 +240,95 @@ fn example_inputs_import_to_the_committed_suites() {
         );
     }
 }
+
+#[test]
+fn deal_pages_and_label_rows_are_rejected_with_their_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("shop_annotated")).unwrap();
+    std::fs::create_dir_all(root.join("shop")).unwrap();
+    std::fs::write(
+        root.join("shop_annotated/0001.json"),
+        r#"[{"name": "Tea", "price": "$2.50", "unit": "each"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("shop_annotated/0002.json"),
+        r#"[{"name": "Tea", "price": "free"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("shop_annotated/0003.json"),
+        r#"[{"name": "Tea", "price": 1}]"#,
+    )
+    .unwrap();
+    std::fs::write(root.join("shop/0001.jpg"), b"jpg").unwrap();
+    std::fs::write(root.join("shop/0002.jpg"), b"jpg").unwrap();
+    let imported = load_with("deals", root, "d", &ImportOptions::default()).unwrap();
+    assert_eq!(imported.cases.len(), 1);
+    assert_eq!(imported.cases[0].id.test_name(), "d::shop::shop_0001");
+    let Expectation::Task { spec, .. } = &imported.cases[0].expect[0] else {
+        panic!()
+    };
+    assert_eq!(spec["deals"][0]["price"], 2.5);
+    let msgs: Vec<String> = imported.rejected.iter().map(ToString::to_string).collect();
+    assert!(
+        msgs[0].contains("0002.json:1: field `[0].price`"),
+        "{}",
+        msgs[0]
+    );
+    assert!(
+        msgs[1].contains("0003.json:1: field `image`"),
+        "{}",
+        msgs[1]
+    );
+
+    let gt = root.join("gt.jsonl");
+    let id = "0".repeat(64);
+    std::fs::write(root.join(format!("{id}.png")), b"not the hashed bytes").unwrap();
+    std::fs::write(&gt, format!("{{\"image_id\": \"{id}\", \"scene\": [\"scene.food\"]}}\n{{\"image_id\": \"abc\", \"scene\": \"scene.food\"}}\n")).unwrap();
+    let err = load("labels", &gt, "l").unwrap_err().to_string();
+    assert!(
+        err.contains("no usable rows (2 rejected)")
+            && err.contains("gt.jsonl:1: field `image_id`")
+            && err.contains("SHA-256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_command_writes_a_suite_file() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: vlmtest::task::import::ImportArgs,
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cases/flyers.jsonl");
+    let cli = Cli::parse_from([
+        "import".as_ref(),
+        "deals".as_ref(),
+        root.join("fixtures/tasks/examples/flyers").as_os_str(),
+        "--suite".as_ref(),
+        "flyers".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    vlmtest::task::import::run_import(&cli.args).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let image = out.parent().unwrap().join(first["image"].as_str().unwrap());
+    assert!(
+        image.is_file(),
+        "image path is relative to the suite file: {}",
+        image.display()
+    );
+    assert_eq!(first["expect"][0]["kind"], "task");
+    assert_eq!(
+        first["conversations"].as_array().unwrap().last().unwrap()["role"],
+        "assistant"
+    );
+}

@@ -16,7 +16,10 @@ use vlmtest::task::render::{flyer_page, product_photo, scene_photo, FlyerItem};
 
 mod replay;
 
-const STORES: [(&str, &[&[(&str, f64, &str)]]); 2] = [
+/// One flyer page: `(name, price, unit)` per deal.
+type Page = &'static [(&'static str, f64, &'static str)];
+
+const STORES: [(&str, &[Page]); 2] = [
     (
         "freshmart",
         &[

@@ -110,10 +110,12 @@ pub fn import(root: &Path, suite: &str) -> Result<Imported, TaskError> {
                 ("page".to_owned(), Value::String(stem.clone())),
                 ("deals".to_owned(), json!(spec.deals.len())),
             ]);
+            // Page numbers repeat across stores; the id must be unique within the suite.
+            let id = format!("{store}_{stem}");
             out.cases.push(make_case(CaseParts {
                 suite,
                 category: &store,
-                id: &stem,
+                id: &id,
                 system: DEALS_SYSTEM,
                 user: DEALS_USER.to_owned(),
                 images: vec![image],

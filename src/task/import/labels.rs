@@ -174,3 +174,63 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_are_named() {
+        let f = Path::new("gt.jsonl");
+        let e = parse_record(
+            f,
+            3,
+            &json!({"image_id": "a", "scene": "scene.food", "attributes": {"attr.x": 1}}),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "gt.jsonl:3: field `attributes.attr.x`: not a boolean"
+        );
+        let e = parse_record(f, 4, &json!({"image_id": "a", "scene": [], "extra": 1}));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "gt.jsonl:4: field `extra`: unknown field"
+        );
+        let (id, t) = parse_record(f, 5, &json!({"image_id": "a", "scene": "scene.food"})).unwrap();
+        assert_eq!((id.as_str(), t.scene), ("a", vec!["scene.food".to_owned()]));
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z.]{0,8}".prop_map(Value::String),
+            any::<i32>().prop_map(|n| json!(n)),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec!["image_id", "scene", "attributes", "objects", "x"]),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_is_a_record_or_a_named_error(v in json_value()) {
+            match parse_record(Path::new("g"), 1, &v) {
+                Ok((id, t)) => { prop_assert!(!id.is_empty()); prop_assert!(!t.scene.is_empty()); }
+                Err(e) => prop_assert!(e.to_string().starts_with("g:1: field `")),
+            }
+        }
+    }
+}

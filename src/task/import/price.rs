@@ -145,3 +145,24 @@ fn row(
         line,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_line_is_a_case_or_a_named_error(line in "\\PC{0,60}", price in prop::option::of(-1e4f64..1e4)) {
+            let o = ImportOptions::default();
+            let raw = match price {
+                Some(p) => serde_json::json!({"id": "a", "title": line, "price": p}).to_string(),
+                None => line.clone(),
+            };
+            match row(Path::new("p.jsonl"), Path::new("."), 7, &raw, "s", &o) {
+                Ok(c) => prop_assert_eq!(c.id.id, "a"),
+                Err(e) => prop_assert!(e.to_string().starts_with("p.jsonl:7: field `")),
+            }
+        }
+    }
+}

@@ -6,4 +6,5 @@
 
 pub mod case;
 pub mod model;
+pub mod image;
 pub mod score;

@@ -10,6 +10,8 @@
 // pub mod gguf_tokenizer;
 // pub mod replay;
 // pub mod spec;
+pub mod checkpoint;
+pub mod qwen3_vl;
 
 use std::path::PathBuf;
 use std::time::Duration;

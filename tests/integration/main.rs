@@ -1,1 +1,2 @@
-
+mod qwen_model;
+mod qwen_parity;

@@ -6,5 +6,6 @@
 
 pub mod case;
 pub mod lockfile;
+pub mod lora;
 pub mod model;
 pub mod score;

@@ -9,3 +9,4 @@ pub mod lockfile;
 pub mod lora;
 pub mod model;
 pub mod score;
+pub mod train;

@@ -4,12 +4,12 @@
 //! (`gguf`), recorded answers (`replay`), and — in later modules — Qwen3-VL checkpoints and
 //! OpenAI-compatible servers. `spec` turns a `--model` string into the right backend.
 
-// pub mod chatml;
-// pub mod fetch;
-// pub mod gguf;
-// pub mod gguf_tokenizer;
-// pub mod replay;
-// pub mod spec;
+pub mod chatml;
+pub mod fetch;
+pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod replay;
+pub mod spec;
 pub mod checkpoint;
 pub mod qwen3_vl;
 

@@ -129,6 +129,8 @@ def main():
             expanded += "<|image_pad|>" * n + rest
         ids = tok(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"]
         kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        # transformers 5.x takes the modality of each token from the processor (text 0, image 1).
+        kw["mm_token_type_ids"] = (ids == model.config.image_token_id).long()
         if files:
             kw["pixel_values"] = torch.cat([pixels[f][0] for f in files])
             kw["image_grid_thw"] = torch.cat([pixels[f][1] for f in files])

@@ -51,12 +51,28 @@ fn main() -> anyhow::Result<()> {
             fixture::write_checkpoint(&dir, &Spec::tiny(), seed, candle_core::DType::F32)
                 .with_context(|| format!("writing checkpoint to {}", dir.display()))?;
         }
-        What::Adapter { dir, seed, rank, alpha, targets } => {
-            let spec = AdapterSpec { rank, alpha, targets, seed };
+        What::Adapter {
+            dir,
+            seed,
+            rank,
+            alpha,
+            targets,
+        } => {
+            let spec = AdapterSpec {
+                rank,
+                alpha,
+                targets,
+                seed,
+            };
             fixture::write_adapter(&dir, &Spec::tiny(), &spec, "vlmtest/tiny-qwen3-vl")
                 .with_context(|| format!("writing adapter to {}", dir.display()))?;
         }
-        What::Image { path, width, height, seed } => {
+        What::Image {
+            path,
+            width,
+            height,
+            seed,
+        } => {
             fixture::write_image(&path, width, height, seed)
                 .with_context(|| format!("writing {}", path.display()))?;
         }

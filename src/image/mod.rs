@@ -31,7 +31,12 @@ pub enum ImageError {
     #[error("malformed data URI: {0}")]
     DataUri(String),
     #[error("image {origin} is {width}x{height}: {reason}")]
-    Size { origin: String, width: usize, height: usize, reason: String },
+    Size {
+        origin: String,
+        width: usize,
+        height: usize,
+        reason: String,
+    },
     #[error("preprocessor config {path}: {reason}")]
     Config { path: PathBuf, reason: String },
 }
@@ -57,8 +62,10 @@ impl RgbImage {
 /// Reads and decodes an image, refusing images over [`MAX_SIDE`] per side or [`MAX_ALLOC`] bytes.
 pub fn load(source: &ImageSource) -> Result<RgbImage, ImageError> {
     let bytes = match source {
-        ImageSource::Path(path) => std::fs::read(path)
-            .map_err(|e| ImageError::Read { path: path.clone(), reason: e.to_string() })?,
+        ImageSource::Path(path) => std::fs::read(path).map_err(|e| ImageError::Read {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
         ImageSource::DataUri(uri) => decode_data_uri(uri)?,
     };
     decode(&bytes, &RgbImage::origin(source))
@@ -81,7 +88,11 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<RgbImage, ImageError> {
     let decoded = reader.decode().map_err(|e| err(&e))?;
     let rgb = decoded.to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    Ok(RgbImage { width, height, pixels: rgb.into_raw() })
+    Ok(RgbImage {
+        width,
+        height,
+        pixels: rgb.into_raw(),
+    })
 }
 
 /// Decodes the payload of a `data:image/...;base64,...` URI.
@@ -93,7 +104,9 @@ pub fn decode_data_uri(uri: &str) -> Result<Vec<u8>, ImageError> {
         .split_once(',')
         .ok_or_else(|| ImageError::DataUri("no `,` between header and payload".into()))?;
     if !header.ends_with(";base64") {
-        return Err(ImageError::DataUri(format!("header `{header}` is not base64-encoded")));
+        return Err(ImageError::DataUri(format!(
+            "header `{header}` is not base64-encoded"
+        )));
     }
     base64::engine::general_purpose::STANDARD
         .decode(payload.trim())
@@ -114,6 +127,8 @@ pub struct PreprocessorConfig {
     pub do_resize: bool,
     pub do_rescale: bool,
     pub do_normalize: bool,
+    /// Whose resize arithmetic to follow: `"pil"`, else torchvision (transformers 5's default).
+    pub backend: resize::Backend,
 }
 
 #[derive(Deserialize)]
@@ -136,16 +151,21 @@ struct RawPreprocessor {
     do_resize: Option<bool>,
     do_rescale: Option<bool>,
     do_normalize: Option<bool>,
+    backend: Option<String>,
 }
 
 impl PreprocessorConfig {
     /// Reads `preprocessor_config.json`. `size.shortest_edge`/`longest_edge` (the current key)
     /// win over the older `min_pixels`/`max_pixels`, as in the reference processor.
     pub fn from_file(path: &Path) -> Result<Self, ImageError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ImageError::Config { path: path.to_owned(), reason: e.to_string() })?;
-        Self::from_json(&text)
-            .map_err(|reason| ImageError::Config { path: path.to_owned(), reason })
+        let text = std::fs::read_to_string(path).map_err(|e| ImageError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&text).map_err(|reason| ImageError::Config {
+            path: path.to_owned(),
+            reason,
+        })
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -174,6 +194,10 @@ impl PreprocessorConfig {
             do_resize: raw.do_resize.unwrap_or(true),
             do_rescale: raw.do_rescale.unwrap_or(true),
             do_normalize: raw.do_normalize.unwrap_or(true),
+            backend: match raw.backend.as_deref() {
+                Some("pil") => resize::Backend::Pil,
+                _ => resize::Backend::Torchvision,
+            },
         };
         if cfg.patch_size == 0 || cfg.merge_size == 0 || cfg.temporal_patch_size == 0 {
             return Err("patch_size, merge_size and temporal_patch_size must be positive".into());
@@ -210,7 +234,10 @@ pub fn smart_resize(
     }
     let (h, w, f) = (height as f64, width as f64, factor as f64);
     if h.max(w) / h.min(w) > 200.0 {
-        return Err(format!("aspect ratio {:.1} exceeds 200", h.max(w) / h.min(w)));
+        return Err(format!(
+            "aspect ratio {:.1} exceeds 200",
+            h.max(w) / h.min(w)
+        ));
     }
     let mut h_bar = ((h / f).round_ties_even() * f) as usize;
     let mut w_bar = ((w / f).round_ties_even() * f) as usize;
@@ -253,8 +280,14 @@ pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<Pixels, Im
         reason,
     };
     let (h, w) = if cfg.do_resize {
-        smart_resize(img.height, img.width, cfg.factor(), cfg.min_pixels, cfg.max_pixels)
-            .map_err(size_err)?
+        smart_resize(
+            img.height,
+            img.width,
+            cfg.factor(),
+            cfg.min_pixels,
+            cfg.max_pixels,
+        )
+        .map_err(size_err)?
     } else {
         (img.height, img.width)
     };
@@ -267,7 +300,7 @@ pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<Pixels, Im
     let pixels = if (h, w) == (img.height, img.width) {
         img.pixels.clone()
     } else {
-        resize::resize_rgb8(&img.pixels, img.width, img.height, w, h)
+        resize::resize_rgb8(&img.pixels, img.width, img.height, w, h, cfg.backend)
     };
     // Rescale and normalise in f32 as the reference does: (x * factor - mean) / std.
     let mut planes = vec![0f32; 3 * h * w];
@@ -313,7 +346,12 @@ fn patchify(planes: &[f32], h: usize, w: usize, cfg: &PreprocessorConfig) -> Pix
             }
         }
     }
-    Pixels { data, rows, cols, grid_thw: [1, gh, gw] }
+    Pixels {
+        data,
+        rows,
+        cols,
+        grid_thw: [1, gh, gw],
+    }
 }
 
 #[cfg(test)]
@@ -346,7 +384,11 @@ mod tests {
 
     #[test]
     fn preprocess_shapes_and_values() {
-        let img = RgbImage { width: 64, height: 32, pixels: vec![255u8; 64 * 32 * 3] };
+        let img = RgbImage {
+            width: 64,
+            height: 32,
+            pixels: vec![255u8; 64 * 32 * 3],
+        };
         let mut c = cfg();
         c.min_pixels = 1024;
         let px = preprocess(&img, &c).unwrap();
@@ -370,10 +412,21 @@ mod tests {
         c.do_normalize = false;
         c.do_rescale = false;
         c.min_pixels = 64 * 64;
-        let px = preprocess(&RgbImage { width: w, height: h, pixels }, &c).unwrap();
+        let px = preprocess(
+            &RgbImage {
+                width: w,
+                height: h,
+                pixels,
+            },
+            &c,
+        )
+        .unwrap();
         let firsts: Vec<f32> = (0..px.rows).map(|r| px.data[r * px.cols]).collect();
         // Rows: block (0,0) patches (0,0),(0,1),(1,0),(1,1) then block (0,1) ...
-        assert_eq!(firsts, vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]);
+        assert_eq!(
+            firsts,
+            vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]
+        );
         // The two temporal copies are equal.
         let row = &px.data[px.cols..2 * px.cols];
         assert_eq!(row[..256], row[256..512]);
@@ -383,7 +436,8 @@ mod tests {
     fn data_uri_round_trip_and_errors() {
         let img = image::RgbImage::from_pixel(3, 2, image::Rgb([10, 20, 30]));
         let mut png = Vec::new();
-        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         let uri = format!(
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(&png)
@@ -391,9 +445,18 @@ mod tests {
         let decoded = load(&ImageSource::DataUri(uri)).unwrap();
         assert_eq!((decoded.width, decoded.height), (3, 2));
         assert_eq!(&decoded.pixels[..3], &[10, 20, 30]);
-        assert!(matches!(decode_data_uri("image/png;base64,AAAA"), Err(ImageError::DataUri(_))));
-        assert!(matches!(decode_data_uri("data:image/png,AAAA"), Err(ImageError::DataUri(_))));
-        assert!(matches!(decode(b"not an image", "x"), Err(ImageError::Decode { .. })));
+        assert!(matches!(
+            decode_data_uri("image/png;base64,AAAA"),
+            Err(ImageError::DataUri(_))
+        ));
+        assert!(matches!(
+            decode_data_uri("data:image/png,AAAA"),
+            Err(ImageError::DataUri(_))
+        ));
+        assert!(matches!(
+            decode(b"not an image", "x"),
+            Err(ImageError::Decode { .. })
+        ));
     }
 
     #[test]
@@ -401,7 +464,8 @@ mod tests {
         // A PNG whose header claims 100000 x 100000 pixels: a decompression bomb in miniature.
         let img = image::RgbImage::from_pixel(1, 1, image::Rgb([0, 0, 0]));
         let mut png = Vec::new();
-        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         // IHDR width/height live at bytes 16..24; the CRC is then wrong, so fix it too.
         png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
@@ -416,7 +480,11 @@ mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

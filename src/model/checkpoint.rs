@@ -26,7 +26,10 @@ pub struct CheckpointFiles {
 }
 
 fn missing(path: PathBuf, hint: &str) -> ModelError {
-    ModelError::Missing { path, hint: format!(" ({hint})") }
+    ModelError::Missing {
+        path,
+        hint: format!(" ({hint})"),
+    }
 }
 
 fn optional(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -38,15 +41,24 @@ impl CheckpointFiles {
     /// Locates the files of the checkpoint in `dir`.
     pub fn locate(dir: &Path) -> Result<Self, ModelError> {
         if !dir.is_dir() {
-            return Err(missing(dir.to_owned(), "expected a checkpoint folder in Hugging Face layout"));
+            return Err(missing(
+                dir.to_owned(),
+                "expected a checkpoint folder in Hugging Face layout",
+            ));
         }
         let config = dir.join("config.json");
         if !config.is_file() {
-            return Err(missing(config, "every checkpoint folder needs its config.json"));
+            return Err(missing(
+                config,
+                "every checkpoint folder needs its config.json",
+            ));
         }
         let tokenizer = dir.join("tokenizer.json");
         if !tokenizer.is_file() {
-            return Err(missing(tokenizer, "copy tokenizer.json from the base model"));
+            return Err(missing(
+                tokenizer,
+                "copy tokenizer.json from the base model",
+            ));
         }
         let weights = weight_files(dir)?;
         Ok(Self {
@@ -62,8 +74,10 @@ impl CheckpointFiles {
 
     /// Reads `config.json` as text.
     pub fn read_config(&self) -> Result<String, ModelError> {
-        std::fs::read_to_string(&self.config)
-            .map_err(|e| ModelError::Corrupt { path: self.config.clone(), reason: e.to_string() })
+        std::fs::read_to_string(&self.config).map_err(|e| ModelError::Corrupt {
+            path: self.config.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// A hash of what decides the answers: config, tokenizer, generation and preprocessor
@@ -72,11 +86,22 @@ impl CheckpointFiles {
     /// without hashing gigabytes.
     pub fn fingerprint(&self) -> Result<String, ModelError> {
         let mut h = Sha256::new();
-        let small = [Some(&self.config), Some(&self.tokenizer), self.generation_config.as_ref(), self.preprocessor.as_ref()];
+        let small = [
+            Some(&self.config),
+            Some(&self.tokenizer),
+            self.generation_config.as_ref(),
+            self.preprocessor.as_ref(),
+        ];
         for p in small.into_iter().flatten() {
-            let bytes = std::fs::read(p)
-                .map_err(|e| ModelError::Corrupt { path: p.clone(), reason: e.to_string() })?;
-            h.update(p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            let bytes = std::fs::read(p).map_err(|e| ModelError::Corrupt {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
+            h.update(
+                p.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
             h.update(&bytes);
         }
         for w in &self.weights {
@@ -89,10 +114,17 @@ impl CheckpointFiles {
 /// Hashes a file's size and samples of its contents into `h`.
 pub fn sample_file(path: &Path, h: &mut Sha256) -> Result<(), ModelError> {
     use std::io::{Seek, SeekFrom};
-    let err = |e: std::io::Error| ModelError::Corrupt { path: path.to_owned(), reason: e.to_string() };
+    let err = |e: std::io::Error| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
     let mut f = std::fs::File::open(path).map_err(err)?;
     let len = f.metadata().map_err(err)?.len();
-    h.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+    h.update(
+        path.file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default(),
+    );
     h.update(len.to_le_bytes());
     const BLOCK: u64 = 1 << 20;
     let mut offsets = vec![0, len.saturating_sub(BLOCK)];
@@ -110,13 +142,22 @@ pub fn sample_file(path: &Path, h: &mut Sha256) -> Result<(), ModelError> {
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .map_err(|e| ModelError::Corrupt { path: index.clone(), reason: e.to_string() })?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Corrupt { path: index.clone(), reason: e.to_string() })?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            ModelError::Corrupt { path: index.clone(), reason: "no `weight_map` object".into() }
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Corrupt {
+            path: index.clone(),
+            reason: e.to_string(),
         })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Corrupt {
+                path: index.clone(),
+                reason: "no `weight_map` object".into(),
+            })?;
         let mut shards = BTreeSet::new();
         for (tensor, file) in map {
             let name = file.as_str().ok_or_else(|| ModelError::Corrupt {
@@ -126,17 +167,25 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
             if name.contains('/') || name.contains("..") {
                 return Err(ModelError::Corrupt {
                     path: index.clone(),
-                    reason: format!("weight_map entry `{tensor}` names `{name}` outside the folder"),
+                    reason: format!(
+                        "weight_map entry `{tensor}` names `{name}` outside the folder"
+                    ),
                 });
             }
             shards.insert(name.to_owned());
         }
         let paths: Vec<PathBuf> = shards.into_iter().map(|s| dir.join(s)).collect();
         if let Some(p) = paths.iter().find(|p| !p.is_file()) {
-            return Err(missing(p.clone(), "a shard named in model.safetensors.index.json"));
+            return Err(missing(
+                p.clone(),
+                "a shard named in model.safetensors.index.json",
+            ));
         }
         if paths.is_empty() {
-            return Err(ModelError::Corrupt { path: index, reason: "weight_map is empty".into() });
+            return Err(ModelError::Corrupt {
+                path: index,
+                reason: "weight_map is empty".into(),
+            });
         }
         return Ok(paths);
     }
@@ -144,15 +193,22 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     if single.is_file() {
         return Ok(vec![single]);
     }
-    Err(missing(single, "no model.safetensors or model.safetensors.index.json in the folder"))
+    Err(missing(
+        single,
+        "no model.safetensors or model.safetensors.index.json in the folder",
+    ))
 }
 
 /// Checks that every weight file parses as safetensors, naming the first that does not.
 pub fn check_safetensors(paths: &[PathBuf]) -> Result<(), ModelError> {
     for p in paths {
         // SAFETY: the file is only read; a concurrent writer could change it, as for any mmap.
-        unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }
-            .map_err(|e| ModelError::Corrupt { path: p.clone(), reason: format!("not a valid safetensors file: {e}") })?;
+        unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }.map_err(|e| {
+            ModelError::Corrupt {
+                path: p.clone(),
+                reason: format!("not a valid safetensors file: {e}"),
+            }
+        })?;
     }
     Ok(())
 }
@@ -165,9 +221,13 @@ pub fn resolve(spec: &str) -> Result<PathBuf, ModelError> {
     if path.exists() {
         return Ok(path);
     }
-    let looks_like_id = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
+    let looks_like_id =
+        spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
     if !looks_like_id {
-        return Err(missing(path, "not a folder, and not a hub id of the form owner/name"));
+        return Err(missing(
+            path,
+            "not a folder, and not a hub id of the form owner/name",
+        ));
     }
     if let Some(dir) = cached_snapshot(spec) {
         return Ok(dir);
@@ -199,21 +259,31 @@ fn download(repo: &str) -> Result<PathBuf, ModelError> {
         "`{repo}` is not a local folder and is not in the Hugging Face cache ({}); this build has \
          no hub download (build with `--features hub`), so download it with \
          `huggingface-cli download {repo}` or pass a folder",
-        hub_cache().map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into())
+        hub_cache()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "unknown".into())
     )))
 }
 
 #[cfg(feature = "hub")]
 fn download(repo: &str) -> Result<PathBuf, ModelError> {
-    let api = hf_hub::api::sync::Api::new().map_err(|e| ModelError::Fetch(format!("hub client: {e}")))?;
+    let api =
+        hf_hub::api::sync::Api::new().map_err(|e| ModelError::Fetch(format!("hub client: {e}")))?;
     let r = api.model(repo.to_owned());
     let fetch = |name: &str| {
         r.get(name).map_err(|e| {
-            ModelError::Fetch(format!("could not download {name} of `{repo}` (offline, or no such repo?): {e}"))
+            ModelError::Fetch(format!(
+                "could not download {name} of `{repo}` (offline, or no such repo?): {e}"
+            ))
         })
     };
     let config = fetch("config.json")?;
-    for name in ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "generation_config.json"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "generation_config.json",
+    ] {
         if name == "tokenizer.json" {
             fetch(name)?;
         } else {
@@ -222,13 +292,22 @@ fn download(repo: &str) -> Result<PathBuf, ModelError> {
     }
     match fetch("model.safetensors.index.json") {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index)
-                .map_err(|e| ModelError::Corrupt { path: index.clone(), reason: e.to_string() })?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Corrupt { path: index.clone(), reason: e.to_string() })?;
+            let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Corrupt {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+                    path: index.clone(),
+                    reason: e.to_string(),
+                })?;
             let shards: BTreeSet<String> = json["weight_map"]
                 .as_object()
-                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             for s in shards {
                 fetch(&s)?;

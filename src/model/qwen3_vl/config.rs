@@ -125,7 +125,9 @@ impl Config {
         let v = raw.vision_config;
         if let Some(act) = &t.hidden_act {
             if act != "silu" {
-                return Err(format!("text_config.hidden_act `{act}` is not supported (silu)"));
+                return Err(format!(
+                    "text_config.hidden_act `{act}` is not supported (silu)"
+                ));
             }
         }
         if let Some(act) = &v.hidden_act {
@@ -137,7 +139,11 @@ impl Config {
         }
         let rope = t.rope_parameters.as_ref().or(t.rope_scaling.as_ref());
         if let Some(r) = rope {
-            let kind = r.rope_type.as_deref().or(r.kind.as_deref()).unwrap_or("default");
+            let kind = r
+                .rope_type
+                .as_deref()
+                .or(r.kind.as_deref())
+                .unwrap_or("default");
             if kind != "default" && kind != "mrope" {
                 return Err(format!("text_config rope type `{kind}` is not supported"));
             }
@@ -149,10 +155,12 @@ impl Config {
         let section = rope
             .and_then(|r| r.mrope_section.clone())
             .unwrap_or_else(|| vec![24, 20, 20]);
-        let mrope_section: [usize; 3] = section
-            .try_into()
-            .map_err(|s: Vec<usize>| format!("mrope_section has {} entries, expected 3", s.len()))?;
-        let head_dim = t.head_dim.unwrap_or(t.hidden_size / t.num_attention_heads.max(1));
+        let mrope_section: [usize; 3] = section.try_into().map_err(|s: Vec<usize>| {
+            format!("mrope_section has {} entries, expected 3", s.len())
+        })?;
+        let head_dim = t
+            .head_dim
+            .unwrap_or(t.hidden_size / t.num_attention_heads.max(1));
         let text = TextConfig {
             vocab_size: t.vocab_size,
             hidden_size: t.hidden_size,
@@ -207,8 +215,15 @@ impl Config {
                 vision.out_hidden_size, text.hidden_size
             ));
         }
-        if let Some(&bad) = vision.deepstack_visual_indexes.iter().find(|&&i| i >= vision.depth) {
-            return Err(format!("deepstack_visual_indexes has {bad}, beyond depth {}", vision.depth));
+        if let Some(&bad) = vision
+            .deepstack_visual_indexes
+            .iter()
+            .find(|&&i| i >= vision.depth)
+        {
+            return Err(format!(
+                "deepstack_visual_indexes has {bad}, beyond depth {}",
+                vision.depth
+            ));
         }
         if vision.deepstack_visual_indexes.len() > text.num_hidden_layers {
             return Err("more deepstack layers than text layers".into());
@@ -288,7 +303,9 @@ mod tests {
     #[test]
     fn inconsistent_configs_name_the_field() {
         let bad = QWEN3_VL_2B.replace("[24, 20, 20]", "[24, 20, 21]");
-        assert!(Config::from_json(&bad).unwrap_err().contains("mrope_section"));
+        assert!(Config::from_json(&bad)
+            .unwrap_err()
+            .contains("mrope_section"));
         let bad = QWEN3_VL_2B.replace(r#""model_type": "qwen3_vl","#, r#""model_type": "llama","#);
         assert!(Config::from_json(&bad).unwrap_err().contains("model_type"));
         let bad = QWEN3_VL_2B.replace("[5, 11, 17]", "[5, 11, 40]");

@@ -129,7 +129,9 @@ impl Rng {
     }
 
     pub fn normals(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n).map(|_| (mean + std * self.normal()) as f32).collect()
+        (0..n)
+            .map(|_| (mean + std * self.normal()) as f32)
+            .collect()
     }
 }
 
@@ -227,35 +229,72 @@ pub fn config_json(spec: &Spec) -> serde_json::Value {
 fn weight_shapes(spec: &Spec) -> Vec<(String, Vec<usize>, Option<f64>)> {
     let mut w = Vec::new();
     let lin = |name: String, out: usize, inp: usize, bias: bool, w: &mut Vec<_>| {
-        w.push((format!("{name}.weight"), vec![out, inp], Some(1.0 / (inp as f64).sqrt())));
+        w.push((
+            format!("{name}.weight"),
+            vec![out, inp],
+            Some(1.0 / (inp as f64).sqrt()),
+        ));
         if bias {
             w.push((format!("{name}.bias"), vec![out], Some(0.02)));
         }
     };
     let (vd, p) = (spec.vision_hidden, spec.patch_size);
     let v = "model.visual";
-    w.push((format!("{v}.patch_embed.proj.weight"), vec![vd, 3, 2, p, p], Some(1.0 / ((3 * 2 * p * p) as f64).sqrt())));
+    w.push((
+        format!("{v}.patch_embed.proj.weight"),
+        vec![vd, 3, 2, p, p],
+        Some(1.0 / ((3 * 2 * p * p) as f64).sqrt()),
+    ));
     w.push((format!("{v}.patch_embed.proj.bias"), vec![vd], Some(0.02)));
-    w.push((format!("{v}.pos_embed.weight"), vec![spec.num_position_embeddings, vd], Some(0.5)));
-    let norm = |name: String, dim: usize, w: &mut Vec<(String, Vec<usize>, Option<f64>)>, bias: bool| {
-        w.push((format!("{name}.weight"), vec![dim], None));
-        if bias {
-            w.push((format!("{name}.bias"), vec![dim], Some(0.05)));
-        }
-    };
+    w.push((
+        format!("{v}.pos_embed.weight"),
+        vec![spec.num_position_embeddings, vd],
+        Some(0.5),
+    ));
+    let norm =
+        |name: String, dim: usize, w: &mut Vec<(String, Vec<usize>, Option<f64>)>, bias: bool| {
+            w.push((format!("{name}.weight"), vec![dim], None));
+            if bias {
+                w.push((format!("{name}.bias"), vec![dim], Some(0.05)));
+            }
+        };
     for i in 0..spec.vision_depth {
         let b = format!("{v}.blocks.{i}");
         norm(format!("{b}.norm1"), vd, &mut w, true);
         norm(format!("{b}.norm2"), vd, &mut w, true);
         lin(format!("{b}.attn.qkv"), 3 * vd, vd, true, &mut w);
         lin(format!("{b}.attn.proj"), vd, vd, true, &mut w);
-        lin(format!("{b}.mlp.linear_fc1"), spec.vision_intermediate, vd, true, &mut w);
-        lin(format!("{b}.mlp.linear_fc2"), vd, spec.vision_intermediate, true, &mut w);
+        lin(
+            format!("{b}.mlp.linear_fc1"),
+            spec.vision_intermediate,
+            vd,
+            true,
+            &mut w,
+        );
+        lin(
+            format!("{b}.mlp.linear_fc2"),
+            vd,
+            spec.vision_intermediate,
+            true,
+            &mut w,
+        );
     }
     let merged = vd * 4;
     norm(format!("{v}.merger.norm"), vd, &mut w, true);
-    lin(format!("{v}.merger.linear_fc1"), merged, merged, true, &mut w);
-    lin(format!("{v}.merger.linear_fc2"), spec.hidden, merged, true, &mut w);
+    lin(
+        format!("{v}.merger.linear_fc1"),
+        merged,
+        merged,
+        true,
+        &mut w,
+    );
+    lin(
+        format!("{v}.merger.linear_fc2"),
+        spec.hidden,
+        merged,
+        true,
+        &mut w,
+    );
     for i in 0..spec.deepstack.len() {
         let m = format!("{v}.deepstack_merger_list.{i}");
         norm(format!("{m}.norm"), merged, &mut w, true);
@@ -264,20 +303,66 @@ fn weight_shapes(spec: &Spec) -> Vec<(String, Vec<usize>, Option<f64>)> {
     }
     let t = "model.language_model";
     let (h, hd) = (spec.hidden, spec.head_dim);
-    w.push((format!("{t}.embed_tokens.weight"), vec![spec.vocab_size, h], Some(1.0)));
+    w.push((
+        format!("{t}.embed_tokens.weight"),
+        vec![spec.vocab_size, h],
+        Some(1.0),
+    ));
     for i in 0..spec.layers {
         let l = format!("{t}.layers.{i}");
         norm(format!("{l}.input_layernorm"), h, &mut w, false);
         norm(format!("{l}.post_attention_layernorm"), h, &mut w, false);
         norm(format!("{l}.self_attn.q_norm"), hd, &mut w, false);
         norm(format!("{l}.self_attn.k_norm"), hd, &mut w, false);
-        lin(format!("{l}.self_attn.q_proj"), spec.heads * hd, h, false, &mut w);
-        lin(format!("{l}.self_attn.k_proj"), spec.kv_heads * hd, h, false, &mut w);
-        lin(format!("{l}.self_attn.v_proj"), spec.kv_heads * hd, h, false, &mut w);
-        lin(format!("{l}.self_attn.o_proj"), h, spec.heads * hd, false, &mut w);
-        lin(format!("{l}.mlp.gate_proj"), spec.intermediate, h, false, &mut w);
-        lin(format!("{l}.mlp.up_proj"), spec.intermediate, h, false, &mut w);
-        lin(format!("{l}.mlp.down_proj"), h, spec.intermediate, false, &mut w);
+        lin(
+            format!("{l}.self_attn.q_proj"),
+            spec.heads * hd,
+            h,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.self_attn.k_proj"),
+            spec.kv_heads * hd,
+            h,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.self_attn.v_proj"),
+            spec.kv_heads * hd,
+            h,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.self_attn.o_proj"),
+            h,
+            spec.heads * hd,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.mlp.gate_proj"),
+            spec.intermediate,
+            h,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.mlp.up_proj"),
+            spec.intermediate,
+            h,
+            false,
+            &mut w,
+        );
+        lin(
+            format!("{l}.mlp.down_proj"),
+            h,
+            spec.intermediate,
+            false,
+            &mut w,
+        );
     }
     norm(format!("{t}.norm"), h, &mut w, false);
     if !spec.tie_word_embeddings {
@@ -288,7 +373,12 @@ fn weight_shapes(spec: &Spec) -> Vec<(String, Vec<usize>, Option<f64>)> {
 }
 
 /// Writes a complete checkpoint folder for `spec` with weights drawn from `seed`.
-pub fn write_checkpoint(dir: &Path, spec: &Spec, seed: u64, dtype: DType) -> Result<(), FixtureError> {
+pub fn write_checkpoint(
+    dir: &Path,
+    spec: &Spec,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), FixtureError> {
     std::fs::create_dir_all(dir)?;
     let mut rng = Rng::new(seed);
     let mut tensors = HashMap::new();
@@ -344,7 +434,12 @@ pub struct AdapterSpec {
 
 /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT key names, non-zero B so
 /// the adapter changes the output).
-pub fn write_adapter(dir: &Path, spec: &Spec, adapter: &AdapterSpec, base: &str) -> Result<(), FixtureError> {
+pub fn write_adapter(
+    dir: &Path,
+    spec: &Spec,
+    adapter: &AdapterSpec,
+    base: &str,
+) -> Result<(), FixtureError> {
     std::fs::create_dir_all(dir)?;
     let mut rng = Rng::new(adapter.seed);
     let mut tensors = HashMap::new();
@@ -360,7 +455,9 @@ pub fn write_adapter(dir: &Path, spec: &Spec, adapter: &AdapterSpec, base: &str)
     };
     for i in 0..spec.layers {
         for m in &adapter.targets {
-            let group = if m.ends_with("_proj") && ["gate_proj", "up_proj", "down_proj"].contains(&m.as_str()) {
+            let group = if m.ends_with("_proj")
+                && ["gate_proj", "up_proj", "down_proj"].contains(&m.as_str())
+            {
                 "mlp"
             } else {
                 "self_attn"
@@ -369,8 +466,14 @@ pub fn write_adapter(dir: &Path, spec: &Spec, adapter: &AdapterSpec, base: &str)
             let (inp, out) = dims(m);
             let a = rng.normals(adapter.rank * inp, 0.0, 1.0 / (inp as f64).sqrt());
             let b = rng.normals(out * adapter.rank, 0.0, 0.2);
-            tensors.insert(format!("{key}.lora_A.weight"), Tensor::from_vec(a, (adapter.rank, inp), &Device::Cpu)?);
-            tensors.insert(format!("{key}.lora_B.weight"), Tensor::from_vec(b, (out, adapter.rank), &Device::Cpu)?);
+            tensors.insert(
+                format!("{key}.lora_A.weight"),
+                Tensor::from_vec(a, (adapter.rank, inp), &Device::Cpu)?,
+            );
+            tensors.insert(
+                format!("{key}.lora_B.weight"),
+                Tensor::from_vec(b, (out, adapter.rank), &Device::Cpu)?,
+            );
         }
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
@@ -397,7 +500,8 @@ pub fn write_image(path: &Path, width: u32, height: u32, seed: u64) -> Result<()
             (((x + y) * 97 + n * 3) % 256) as u8,
         ])
     });
-    img.save(path).map_err(|e| FixtureError::Other(e.to_string()))?;
+    img.save(path)
+        .map_err(|e| FixtureError::Other(e.to_string()))?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! no multimodal positions and no processor (see FACTS.md), so this is vlmtest's own forward,
 //! checked against transformers on seeded checkpoints (`scripts/qwen3vl_parity.py`).
 
+pub mod adapter;
 pub mod config;
 pub mod fixture;
 pub mod linear;
@@ -90,7 +91,10 @@ impl Network {
     }
 
     /// Runs the vision tower over all images of the batch, in order.
-    fn encode_images(&self, images: &[&Pixels]) -> candle_core::Result<Option<vision::VisionOutput>> {
+    fn encode_images(
+        &self,
+        images: &[&Pixels],
+    ) -> candle_core::Result<Option<vision::VisionOutput>> {
         if images.is_empty() {
             return Ok(None);
         }
@@ -109,7 +113,12 @@ impl Network {
     }
 
     /// Builds the left-padded prefill inputs for a batch.
-    fn prefill_inputs(&self, batch: &[&Prepared], len: usize, pad: u32) -> candle_core::Result<PrefillInputs> {
+    fn prefill_inputs(
+        &self,
+        batch: &[&Prepared],
+        len: usize,
+        pad: u32,
+    ) -> candle_core::Result<PrefillInputs> {
         let b = batch.len();
         let mut ids = Vec::with_capacity(b * len);
         for p in batch {
@@ -121,11 +130,19 @@ impl Network {
         let text_embeds = self.text.embed(&idx_tensor)?;
         let images: Vec<&Pixels> = batch.iter().flat_map(|p| p.images.iter()).collect();
         let Some(vis) = self.encode_images(&images)? else {
-            return Ok(PrefillInputs { embeds: text_embeds, visual_idx: None, deepstack: Vec::new() });
+            return Ok(PrefillInputs {
+                embeds: text_embeds,
+                visual_idx: None,
+                deepstack: Vec::new(),
+            });
         };
         let n_img = vis.embeds.dim(0)?;
-        let positions: Vec<u32> =
-            ids.iter().enumerate().filter(|(_, &t)| t == image_token).map(|(i, _)| i as u32).collect();
+        let positions: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == image_token)
+            .map(|(i, _)| i as u32)
+            .collect();
         if positions.len() != n_img {
             candle_core::bail!(
                 "image features and image tokens do not match: {} tokens, {n_img} features",
@@ -149,7 +166,11 @@ impl Network {
         let gather = Tensor::from_vec(gather, b * len, &self.device)?;
         let embeds = all.index_select(&gather, 0)?.reshape((b, len, hidden))?;
         let visual_idx = Tensor::from_vec(positions, n_img, &self.device)?;
-        Ok(PrefillInputs { embeds, visual_idx: Some(visual_idx), deepstack: vis.deepstack })
+        Ok(PrefillInputs {
+            embeds,
+            visual_idx: Some(visual_idx),
+            deepstack: vis.deepstack,
+        })
     }
 
     /// Logits `(len, vocab)` f32 for every position of one prepared prompt (cache reset first).
@@ -158,10 +179,22 @@ impl Network {
         let len = p.ids.len();
         let inputs = self.prefill_inputs(&[p], len, 0)?;
         let pos = self.positions(p)?;
-        let cos_sin = self.text.rope.cos_sin(&[vec![pos.0[0].clone()], vec![pos.0[1].clone()], vec![pos.0[2].clone()]], &self.device)?;
+        let cos_sin = self.text.rope.cos_sin(
+            &[
+                vec![pos.0[0].clone()],
+                vec![pos.0[1].clone()],
+                vec![pos.0[2].clone()],
+            ],
+            &self.device,
+        )?;
         let mask = text::attention_mask(&[vec![true; len]], 0, len, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack { indices: idx, features: &inputs.deepstack });
-        let h = self.text.forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
+            indices: idx,
+            features: &inputs.deepstack,
+        });
+        let h = self
+            .text
+            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
         Ok(self.text.logits(&h.squeeze(0)?)?)
     }
 
@@ -170,19 +203,33 @@ impl Network {
     pub fn incremental_logits(&mut self, p: &Prepared, split: usize) -> Result<Tensor, ModelError> {
         let image_token = self.cfg.image_token_id;
         if p.ids[split..].contains(&image_token) || split == 0 {
-            return Err(ModelError::Other("split must be after the last image token".into()));
+            return Err(ModelError::Other(
+                "split must be after the last image token".into(),
+            ));
         }
         self.reset();
         let pos = self.positions(p)?.0;
-        let head = Prepared { ids: p.ids[..split].to_vec(), images: p.images.clone() };
+        let head = Prepared {
+            ids: p.ids[..split].to_vec(),
+            images: p.images.clone(),
+        };
         let inputs = self.prefill_inputs(&[&head], split, 0)?;
         let rows = |a: usize, b: usize| -> [Vec<Vec<i64>>; 3] {
-            [vec![pos[0][a..b].to_vec()], vec![pos[1][a..b].to_vec()], vec![pos[2][a..b].to_vec()]]
+            [
+                vec![pos[0][a..b].to_vec()],
+                vec![pos[1][a..b].to_vec()],
+                vec![pos[2][a..b].to_vec()],
+            ]
         };
         let cos_sin = self.text.rope.cos_sin(&rows(0, split), &self.device)?;
         let mask = text::attention_mask(&[vec![true; split]], 0, split, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack { indices: idx, features: &inputs.deepstack });
-        let h = self.text.forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
+            indices: idx,
+            features: &inputs.deepstack,
+        });
+        let h = self
+            .text
+            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
         let mut out = vec![self.text.logits(&h.squeeze(0)?)?];
         for i in split..p.ids.len() {
             let ids = Tensor::from_vec(vec![p.ids[i]], (1, 1), &self.device)?;
@@ -196,8 +243,13 @@ impl Network {
 
     fn positions(&self, p: &Prepared) -> Result<([Vec<i64>; 3], i64), ModelError> {
         let grids: Vec<[usize; 3]> = p.images.iter().map(|i| i.grid_thw).collect();
-        prompt::rope_index(&p.ids, &grids, self.cfg.vision.spatial_merge_size, self.cfg.image_token_id)
-            .map_err(ModelError::Other)
+        prompt::rope_index(
+            &p.ids,
+            &grids,
+            self.cfg.vision.spatial_merge_size,
+            self.cfg.image_token_id,
+        )
+        .map_err(ModelError::Other)
     }
 
     /// Greedy generation for a batch of prompts (left-padded together). Returns the generated
@@ -236,8 +288,13 @@ impl Network {
         let inputs = self.prefill_inputs(batch, len, pad)?;
         let cos_sin = self.text.rope.cos_sin(&pos, &self.device)?;
         let mask = text::attention_mask(&valid, 0, len, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack { indices: idx, features: &inputs.deepstack });
-        let h = self.text.forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
+            indices: idx,
+            features: &inputs.deepstack,
+        });
+        let h = self
+            .text
+            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
         let last = h.narrow(1, len - 1, 1)?.squeeze(1)?;
         let mut next = text::argmax_rows(&self.text.logits(&last)?)?;
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
@@ -260,7 +317,10 @@ impl Network {
             let ids = Tensor::from_vec(next.clone(), (b, 1), &self.device)?;
             let e = self.text.embed(&ids)?;
             let p: Vec<Vec<i64>> = deltas.iter().map(|d| vec![past as i64 + d]).collect();
-            let cos_sin = self.text.rope.cos_sin(&[p.clone(), p.clone(), p], &self.device)?;
+            let cos_sin = self
+                .text
+                .rope
+                .cos_sin(&[p.clone(), p.clone(), p], &self.device)?;
             let mask = if padded {
                 for row in &mut valid {
                     row.push(true);
@@ -269,7 +329,9 @@ impl Network {
             } else {
                 None
             };
-            let h = self.text.forward_hidden(&e, &cos_sin, mask.as_ref(), None)?;
+            let h = self
+                .text
+                .forward_hidden(&e, &cos_sin, mask.as_ref(), None)?;
             next = text::argmax_rows(&self.text.logits(&h.squeeze(1)?)?)?;
         }
         Ok(out)
@@ -288,13 +350,24 @@ pub struct Qwen3VlModel {
 }
 
 fn corrupt(path: &Path, reason: impl ToString) -> ModelError {
-    ModelError::Corrupt { path: path.to_owned(), reason: reason.to_string() }
+    ModelError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 impl Qwen3VlModel {
     /// Loads a checkpoint folder in f32 on CPU or bf16 on CUDA.
-    pub fn load(checkpoint: &Path, adapter: Option<&Path>, device: &Device) -> Result<Self, ModelError> {
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+    pub fn load(
+        checkpoint: &Path,
+        adapter: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
         Self::load_with_dtype(checkpoint, adapter, device, dtype, true)
     }
 
@@ -307,7 +380,8 @@ impl Qwen3VlModel {
         merge: bool,
     ) -> Result<Self, ModelError> {
         let files = CheckpointFiles::locate(checkpoint)?;
-        let cfg = Config::from_json(&files.read_config()?).map_err(|e| corrupt(&files.config, e))?;
+        let cfg =
+            Config::from_json(&files.read_config()?).map_err(|e| corrupt(&files.config, e))?;
         let processor = match &files.preprocessor {
             Some(p) => PreprocessorConfig::from_file(p).map_err(|e| corrupt(p, e))?,
             None => {
@@ -328,33 +402,59 @@ impl Qwen3VlModel {
         }
         let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer)
             .map_err(|e| corrupt(&files.tokenizer, e))?;
-        for special in [prompt::IMAGE_PAD, prompt::VISION_START, prompt::VISION_END, prompt::IM_START, prompt::IM_END] {
+        for special in [
+            prompt::IMAGE_PAD,
+            prompt::VISION_START,
+            prompt::VISION_END,
+            prompt::IM_START,
+            prompt::IM_END,
+        ] {
             if tokenizer.token_to_id(special).is_none() {
-                return Err(corrupt(&files.tokenizer, format!("has no `{special}` token")));
+                return Err(corrupt(
+                    &files.tokenizer,
+                    format!("has no `{special}` token"),
+                ));
             }
         }
         if tokenizer.token_to_id(prompt::IMAGE_PAD) != Some(cfg.image_token_id) {
             return Err(corrupt(
                 &files.tokenizer,
-                format!("`<|image_pad|>` is not config.json's image_token_id {}", cfg.image_token_id),
+                format!(
+                    "`<|image_pad|>` is not config.json's image_token_id {}",
+                    cfg.image_token_id
+                ),
             ));
         }
         checkpoint::check_safetensors(&files.weights)?;
         let mut fingerprint = files.fingerprint()?;
         let adapters = match adapter {
             Some(dir) => {
-                let (set, fp) = adapter_set(dir, &cfg, device, merge)?;
+                let (set, fp) = adapter::load(dir, &cfg, device, dtype, merge)?;
                 fingerprint = format!("{fingerprint}+{fp}");
                 set
             }
             None => AdapterSet::default(),
         };
         // SAFETY: the weight files are mapped read-only for the model's lifetime.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }
+        let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.weights) }
             .map_err(|e| corrupt(&files.weights[0], e))?;
-        let net = Network::new(&cfg, vb, &adapters).map_err(|e| {
-            corrupt(&files.dir, format!("weights do not match config.json: {e}"))
-        })?;
+        let replace: std::collections::HashMap<String, Tensor> = adapters
+            .adapter
+            .as_ref()
+            .map(|a| {
+                a.saved_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let backend = adapter::Overlay {
+            base: Box::new(mmaped),
+            replace,
+        };
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+        let net = Network::new(&cfg, vb, &adapters)
+            .map_err(|e| corrupt(&files.dir, format!("weights do not match config.json: {e}")))?;
         let mut stop = cfg.eos_token_ids.clone();
         if let Some(g) = &files.generation_config {
             stop.extend(generation_eos(g)?);
@@ -365,12 +465,23 @@ impl Qwen3VlModel {
         stop.sort_unstable();
         stop.dedup();
         let pad = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
-        let name = checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let label = match adapter.and_then(|a| a.file_name()) {
             Some(a) => format!("qwen3-vl-{name}+{}", a.to_string_lossy()),
             None => format!("qwen3-vl-{name}"),
         };
-        Ok(Self { net, tokenizer, processor, stop, pad, fingerprint: format!("qwen3_vl:{fingerprint}:{dtype:?}"), label })
+        Ok(Self {
+            net,
+            tokenizer,
+            processor,
+            stop,
+            pad,
+            fingerprint: format!("qwen3_vl:{fingerprint}:{dtype:?}"),
+            label,
+        })
     }
 
     pub fn network(&mut self) -> &mut Network {
@@ -395,7 +506,10 @@ impl Qwen3VlModel {
         let mut images = Vec::with_capacity(sources.len());
         for s in sources {
             let img = image::load(s).map_err(|e| ModelError::Other(e.to_string()))?;
-            images.push(image::preprocess(&img, &self.processor).map_err(|e| ModelError::Other(e.to_string()))?);
+            images.push(
+                image::preprocess(&img, &self.processor)
+                    .map_err(|e| ModelError::Other(e.to_string()))?,
+            );
         }
         self.prepare_pixels(&text, images)
     }
@@ -406,7 +520,10 @@ impl Qwen3VlModel {
             .tokenizer
             .encode(text, false)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let counts: Vec<usize> = images.iter().map(|p| p.tokens(self.processor.merge_size)).collect();
+        let counts: Vec<usize> = images
+            .iter()
+            .map(|p| p.tokens(self.processor.merge_size))
+            .collect();
         let ids = prompt::expand_image_tokens(enc.get_ids(), self.net.cfg.image_token_id, &counts)
             .map_err(ModelError::Other)?;
         Ok(Prepared { ids, images })
@@ -414,7 +531,9 @@ impl Qwen3VlModel {
 
     /// Decodes generated ids to text, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.tokenizer.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 }
 
@@ -424,14 +543,12 @@ fn generation_eos(path: &Path) -> Result<Vec<u32>, ModelError> {
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(path, e))?;
     Ok(match &v["eos_token_id"] {
         serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
         _ => Vec::new(),
     })
-}
-
-fn adapter_set(dir: &Path, cfg: &Config, device: &Device, merge: bool) -> Result<(AdapterSet, String), ModelError> {
-    let _ = (dir, cfg, device, merge);
-    Err(ModelError::Other("adapters are not wired yet".into()))
 }
 
 impl Model for Qwen3VlModel {
@@ -443,23 +560,35 @@ impl Model for Qwen3VlModel {
         self.label.clone()
     }
 
-    fn generate(&mut self, requests: &[Request<'_>], options: &GenerationOptions) -> Vec<Result<Answer, ModelError>> {
+    fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+    ) -> Vec<Result<Answer, ModelError>> {
         let start = Instant::now();
-        let prepared: Vec<Result<Prepared, ModelError>> = requests.iter().map(|r| self.prepare(r.messages)).collect();
+        let prepared: Vec<Result<Prepared, ModelError>> =
+            requests.iter().map(|r| self.prepare(r.messages)).collect();
         let ok: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
         let stop = self.stop.clone();
-        let generated = self.net.generate(&ok, options.max_new_tokens, &stop, self.pad);
+        let generated = self
+            .net
+            .generate(&ok, options.max_new_tokens, &stop, self.pad);
         let elapsed = start.elapsed();
         let mut outs = match generated {
             Ok(g) => g.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => ok.iter().map(|_| Err(ModelError::Other(format!("batch generation failed: {e}")))).collect(),
+            Err(e) => ok
+                .iter()
+                .map(|_| Err(ModelError::Other(format!("batch generation failed: {e}"))))
+                .collect(),
         }
         .into_iter();
         prepared
             .into_iter()
             .map(|p| {
                 let p = p?;
-                let ids = outs.next().unwrap_or_else(|| Err(ModelError::Other("missing batch row".into())))?;
+                let ids = outs
+                    .next()
+                    .unwrap_or_else(|| Err(ModelError::Other("missing batch row".into())))?;
                 Ok(Answer {
                     text: self.decode(&ids)?,
                     prompt_tokens: p.ids.len(),

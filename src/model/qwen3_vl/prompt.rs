@@ -42,10 +42,17 @@ pub fn render(messages: &[Message]) -> (String, Vec<&ImageSource>) {
 }
 
 /// Replaces the `i`-th `image_token` of `ids` with `counts[i]` copies of it.
-pub fn expand_image_tokens(ids: &[u32], image_token: u32, counts: &[usize]) -> Result<Vec<u32>, String> {
+pub fn expand_image_tokens(
+    ids: &[u32],
+    image_token: u32,
+    counts: &[usize],
+) -> Result<Vec<u32>, String> {
     let found = ids.iter().filter(|&&t| t == image_token).count();
     if found != counts.len() {
-        return Err(format!("prompt has {found} image placeholders for {} images", counts.len()));
+        return Err(format!(
+            "prompt has {found} image placeholders for {} images",
+            counts.len()
+        ));
     }
     let mut out = Vec::with_capacity(ids.len() + counts.iter().sum::<usize>());
     let mut next = counts.iter();
@@ -91,7 +98,9 @@ pub fn rope_index(
         let (gh, gw) = (h / merge, w / merge);
         let count = t * gh * gw;
         if i + count > ids.len() || ids[i..i + count].iter().any(|&x| x != image_token) {
-            return Err(format!("image at token {i} needs {count} placeholder tokens"));
+            return Err(format!(
+                "image at token {i} needs {count} placeholder tokens"
+            ));
         }
         for ft in 0..t {
             for y in 0..gh {
@@ -125,8 +134,12 @@ mod tests {
             Message {
                 role: Role::User,
                 parts: vec![
-                    Part::Image { image: ImageSource::Path("a.png".into()) },
-                    Part::Text { text: "What is this?".into() },
+                    Part::Image {
+                        image: ImageSource::Path("a.png".into()),
+                    },
+                    Part::Text {
+                        text: "What is this?".into(),
+                    },
                 ],
             },
         ];
@@ -156,7 +169,10 @@ mod tests {
         assert!(rope_index(&[9, 9, 1], &[[1, 4, 4]], 2, 9).is_err());
         assert!(rope_index(&[1], &[[1, 2, 2]], 2, 9).is_err());
         assert!(expand_image_tokens(&[1, 9, 9], 9, &[4]).is_err());
-        assert_eq!(expand_image_tokens(&[1, 9, 2], 9, &[3]).unwrap(), vec![1, 9, 9, 9, 2]);
+        assert_eq!(
+            expand_image_tokens(&[1, 9, 2], 9, &[3]).unwrap(),
+            vec![1, 9, 9, 9, 2]
+        );
     }
 
     proptest! {

@@ -23,8 +23,9 @@ impl MropeTable {
         let half = cfg.head_dim / 2;
         let base = cfg.rope_theta as f32;
         // Computed in f32 like the reference: 1 / base^(2i / dim).
-        let inv_freq =
-            (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / cfg.head_dim as f32)).collect();
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
         let axis = (0..half)
             .map(|j| {
                 if j % 3 == 1 && j < 3 * cfg.mrope_section[1] {
@@ -76,7 +77,11 @@ struct Attention {
 
 impl Attention {
     fn new(cfg: &TextConfig, vb: VarBuilder, adapters: &super::linear::AdapterSet) -> Result<Self> {
-        let (h, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (h, kvh, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let bias = cfg.attention_bias;
         Ok(Self {
             q: Proj::load(cfg.hidden_size, h * hd, bias, vb.pp("q_proj"), adapters)?,
@@ -92,7 +97,13 @@ impl Attention {
         })
     }
 
-    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let hd = self.head_dim;
         let q = self.q.forward(x)?.reshape((b, l, self.heads, hd))?;
@@ -123,7 +134,10 @@ impl Attention {
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let out = probs.reshape((b, self.kv_heads, rep * l, t))?.matmul(&v)?;
-        let out = out.reshape((b, self.heads, l, hd))?.transpose(1, 2)?.reshape((b, l, self.heads * hd))?;
+        let out = out
+            .reshape((b, self.heads, l, hd))?
+            .transpose(1, 2)?
+            .reshape((b, l, self.heads * hd))?;
         self.o.forward(&out)
     }
 }
@@ -199,7 +213,14 @@ impl TextModel {
             Some(hvb) => Proj::load(cfg.hidden_size, cfg.vocab_size, false, hvb, adapters)?,
             None => Proj::from_weight(embed.embeddings().clone(), None),
         };
-        Ok(Self { embed, layers, norm, lm_head, rope: MropeTable::new(cfg), cfg: cfg.clone() })
+        Ok(Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope: MropeTable::new(cfg),
+            cfg: cfg.clone(),
+        })
     }
 
     /// Token embeddings `(batch, seq, hidden)`.
@@ -236,7 +257,10 @@ impl TextModel {
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let r = x.clone();
-            let a = layer.attn.forward(&layer.input_norm.forward(&x)?, &cos_sin.0, &cos_sin.1, mask)?;
+            let a =
+                layer
+                    .attn
+                    .forward(&layer.input_norm.forward(&x)?, &cos_sin.0, &cos_sin.1, mask)?;
             let x1 = (r + a)?;
             let m = layer.mlp.forward(&layer.post_norm.forward(&x1)?)?;
             x = (x1 + m)?;
@@ -260,7 +284,12 @@ impl TextModel {
 /// Additive attention mask `(b, 1, l, past + l)` in f32: query `i` of row `b` (at absolute
 /// position `past + i`) sees key `j` when `j <= past + i` and key `j` is not padding. A padding
 /// query sees itself so its softmax stays finite; its output is never used.
-pub fn attention_mask(valid: &[Vec<bool>], past: usize, l: usize, device: &Device) -> Result<Tensor> {
+pub fn attention_mask(
+    valid: &[Vec<bool>],
+    past: usize,
+    l: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let b = valid.len();
     let t = past + l;
     let mut data = vec![0f32; b * l * t];

@@ -28,11 +28,21 @@ struct Merger {
 impl Merger {
     fn new(cfg: &VisionConfig, postshuffle: bool, vb: VarBuilder, ad: &AdapterSet) -> Result<Self> {
         let merged_dim = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
-        let norm_dim = if postshuffle { merged_dim } else { cfg.hidden_size };
+        let norm_dim = if postshuffle {
+            merged_dim
+        } else {
+            cfg.hidden_size
+        };
         Ok(Self {
             norm: candle_nn::layer_norm(norm_dim, 1e-6, vb.pp("norm"))?,
             fc1: Proj::load(merged_dim, merged_dim, true, vb.pp("linear_fc1"), ad)?,
-            fc2: Proj::load(merged_dim, cfg.out_hidden_size, true, vb.pp("linear_fc2"), ad)?,
+            fc2: Proj::load(
+                merged_dim,
+                cfg.out_hidden_size,
+                true,
+                vb.pp("linear_fc2"),
+                ad,
+            )?,
             postshuffle,
             merged_dim,
         })
@@ -68,12 +78,21 @@ pub struct VisionModel {
 impl VisionModel {
     /// Loads from `model.visual.*`.
     pub fn new(cfg: &VisionConfig, vb: VarBuilder, ad: &AdapterSet) -> Result<Self> {
-        let (c, t, p, d) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.hidden_size);
+        let (c, t, p, d) = (
+            cfg.in_channels,
+            cfg.temporal_patch_size,
+            cfg.patch_size,
+            cfg.hidden_size,
+        );
         let pvb = vb.pp("patch_embed").pp("proj");
         // The Conv3d has stride equal to its kernel, so it is a linear map of each flattened patch.
-        let w = pvb.get((d, c, t, p, p), "weight")?.reshape((d, c * t * p * p))?;
+        let w = pvb
+            .get((d, c, t, p, p), "weight")?
+            .reshape((d, c * t * p * p))?;
         let patch_embed = Proj::from_weight(w, Some(pvb.get(d, "bias")?));
-        let pos_embed = vb.pp("pos_embed").get((cfg.num_position_embeddings, d), "weight")?;
+        let pos_embed = vb
+            .pp("pos_embed")
+            .get((cfg.num_position_embeddings, d), "weight")?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let b = vb.pp(format!("blocks.{i}"));
@@ -82,15 +101,34 @@ impl VisionModel {
                 norm2: candle_nn::layer_norm(d, 1e-6, b.pp("norm2"))?,
                 qkv: Proj::load(d, 3 * d, true, b.pp("attn").pp("qkv"), ad)?,
                 proj: Proj::load(d, d, true, b.pp("attn").pp("proj"), ad)?,
-                fc1: Proj::load(d, cfg.intermediate_size, true, b.pp("mlp").pp("linear_fc1"), ad)?,
-                fc2: Proj::load(cfg.intermediate_size, d, true, b.pp("mlp").pp("linear_fc2"), ad)?,
+                fc1: Proj::load(
+                    d,
+                    cfg.intermediate_size,
+                    true,
+                    b.pp("mlp").pp("linear_fc1"),
+                    ad,
+                )?,
+                fc2: Proj::load(
+                    cfg.intermediate_size,
+                    d,
+                    true,
+                    b.pp("mlp").pp("linear_fc2"),
+                    ad,
+                )?,
             });
         }
         let merger = Merger::new(cfg, false, vb.pp("merger"), ad)?;
         let deepstack = (0..cfg.deepstack_visual_indexes.len())
             .map(|i| Merger::new(cfg, true, vb.pp(format!("deepstack_merger_list.{i}")), ad))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { patch_embed, pos_embed, blocks, merger, deepstack, cfg: cfg.clone() })
+        Ok(Self {
+            patch_embed,
+            pos_embed,
+            blocks,
+            merger,
+            deepstack,
+            cfg: cfg.clone(),
+        })
     }
 
     /// Bilinear interpolation of the learned position grid to each image's patch grid, rows in
@@ -148,7 +186,8 @@ impl VisionModel {
         for k in 0..4 {
             let rows = idx[k].len();
             let i = Tensor::from_vec(std::mem::take(&mut idx[k]), rows, dev)?;
-            let w = Tensor::from_vec(std::mem::take(&mut wts[k]), (rows, 1), dev)?.to_dtype(dtype)?;
+            let w =
+                Tensor::from_vec(std::mem::take(&mut wts[k]), (rows, 1), dev)?.to_dtype(dtype)?;
             let term = self.pos_embed.index_select(&i, 0)?.broadcast_mul(&w)?;
             acc = Some(match acc {
                 None => term,
@@ -163,8 +202,9 @@ impl VisionModel {
     fn rotary(&self, grids: &[[usize; 3]], device: &Device) -> Result<(Tensor, Tensor)> {
         let head_dim = self.cfg.hidden_size / self.cfg.num_heads;
         let dim = head_dim / 2;
-        let inv: Vec<f32> =
-            (0..dim / 2).map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / dim as f32)).collect();
+        let inv: Vec<f32> = (0..dim / 2)
+            .map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / dim as f32))
+            .collect();
         let m = self.cfg.spatial_merge_size;
         let mut cos = Vec::new();
         let mut sin = Vec::new();
@@ -189,7 +229,10 @@ impl VisionModel {
             }
         }
         let rows = cos.len() / dim;
-        Ok((Tensor::from_vec(cos, (rows, dim), device)?, Tensor::from_vec(sin, (rows, dim), device)?))
+        Ok((
+            Tensor::from_vec(cos, (rows, dim), device)?,
+            Tensor::from_vec(sin, (rows, dim), device)?,
+        ))
     }
 
     /// Runs the tower on patch rows `(Σ t·h·w, C·T·P·P)` of images with the given grids.
@@ -202,11 +245,17 @@ impl VisionModel {
         let heads = self.cfg.num_heads;
         let d = self.cfg.hidden_size;
         let hd = d / heads;
-        let lens: Vec<usize> = grids.iter().flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t)).collect();
+        let lens: Vec<usize> = grids
+            .iter()
+            .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
+            .collect();
         let mut ds_out = Vec::with_capacity(self.deepstack.len());
         for (li, blk) in self.blocks.iter().enumerate() {
             let n = x.dim(0)?;
-            let qkv = blk.qkv.forward(&blk.norm1.forward(&x)?)?.reshape((n, 3, heads, hd))?;
+            let qkv = blk
+                .qkv
+                .forward(&blk.norm1.forward(&x)?)?
+                .reshape((n, 3, heads, hd))?;
             let mut outs = Vec::with_capacity(lens.len());
             let mut start = 0;
             for &len in &lens {
@@ -215,7 +264,11 @@ impl VisionModel {
                 let s = sin.narrow(0, start, len)?;
                 // (len, 3, heads, hd) -> three (1, heads, len, hd)
                 let get = |i: usize| -> Result<Tensor> {
-                    part.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.unsqueeze(0)?.contiguous()
+                    part.narrow(1, i, 1)?
+                        .squeeze(1)?
+                        .transpose(0, 1)?
+                        .unsqueeze(0)?
+                        .contiguous()
                 };
                 let q = candle_nn::rotary_emb::rope(&get(0)?.to_dtype(DType::F32)?, &c, &s)?;
                 let k = candle_nn::rotary_emb::rope(&get(1)?.to_dtype(DType::F32)?, &c, &s)?;
@@ -231,13 +284,23 @@ impl VisionModel {
             }
             let attn = blk.proj.forward(&Tensor::cat(&outs, 0)?)?;
             let x1 = (x + attn)?;
-            let mlp = blk.fc2.forward(&blk.fc1.forward(&blk.norm2.forward(&x1)?)?.gelu()?)?;
+            let mlp = blk
+                .fc2
+                .forward(&blk.fc1.forward(&blk.norm2.forward(&x1)?)?.gelu()?)?;
             x = (x1 + mlp)?;
-            if let Some(pos) = self.cfg.deepstack_visual_indexes.iter().position(|&i| i == li) {
+            if let Some(pos) = self
+                .cfg
+                .deepstack_visual_indexes
+                .iter()
+                .position(|&i| i == li)
+            {
                 ds_out.push(self.deepstack[pos].forward(&x)?);
             }
         }
-        Ok(VisionOutput { embeds: self.merger.forward(&x)?, deepstack: ds_out })
+        Ok(VisionOutput {
+            embeds: self.merger.forward(&x)?,
+            deepstack: ds_out,
+        })
     }
 }
 
@@ -251,7 +314,13 @@ fn linspace(n: usize, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
     (0..steps)
-        .map(|i| if i < halfway { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 })
+        .map(|i| {
+            if i < halfway {
+                start + step * i as f32
+            } else {
+                end - step * (steps - i - 1) as f32
+            }
+        })
         .collect()
 }
 

@@ -208,7 +208,7 @@ impl PreprocessorConfig {
                 cfg.min_pixels, cfg.max_pixels
             ));
         }
-        if cfg.image_std.iter().any(|&s| s == 0.0) {
+        if cfg.image_std.contains(&0.0) {
             return Err("image_std has a zero entry".into());
         }
         Ok(cfg)

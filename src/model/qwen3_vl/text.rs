@@ -46,10 +46,11 @@ impl MropeTable {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(b * l * half);
         let mut sin = Vec::with_capacity(b * l * half);
-        for bi in 0..b {
-            for li in 0..l {
+        for (rt, (rh, rw)) in pos[0].iter().zip(pos[1].iter().zip(&pos[2])) {
+            for ((&t, &h), &w) in rt.iter().zip(rh).zip(rw) {
+                let p = [t, h, w];
                 for (j, f) in self.inv_freq.iter().enumerate() {
-                    let angle = pos[self.axis[j]][bi][li] as f32 * f;
+                    let angle = p[self.axis[j]] as f32 * f;
                     cos.push(angle.cos());
                     sin.push(angle.sin());
                 }

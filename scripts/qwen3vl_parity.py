@@ -11,6 +11,10 @@ greedy `generate` on the parity cases below, and writes:
 vlmtest's tests (tests/integration/qwen_parity.rs) compare against these files.
 
 Usage: python3 scripts/qwen3vl_parity.py --checkpoint DIR --adapter DIR --images DIR --out DIR
+
+Benchmark mode (GPU): `--bench2b DIR` fills DIR (config/tokenizer written by
+`vlmtest-fixture metadata2b DIR`) with seeded bf16 weights of the Qwen3-VL-2B shape and times
+transformers' `generate` on the text prompt `vlmtest-fixture bench` uses, one JSON line per batch.
 """
 import argparse
 import hashlib
@@ -53,11 +57,17 @@ def sha256(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint")
     ap.add_argument("--adapter")
-    ap.add_argument("--images", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--images")
+    ap.add_argument("--out")
+    ap.add_argument("--bench2b", help="checkpoint folder to fill with seeded weights and time")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
+    if args.bench2b:
+        return bench(args)
 
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
@@ -164,6 +174,44 @@ def main():
     print(json.dumps({k: v for k, v in meta.items() if k != "cases"}, indent=1))
     for cid, e in meta["cases"].items():
         print(cid, len(e["input_ids"]), e.get("greedy.base"), e.get("greedy.adapter"))
+    return 0
+
+
+def bench(args):
+    import time
+    from transformers import AutoConfig, Qwen3VLForConditionalGeneration
+
+    cfg = AutoConfig.from_pretrained(args.bench2b)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen3VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16).eval()
+    model.save_pretrained(args.bench2b)
+    params = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)
+    print(json.dumps({"text_params": params, "text_weight_bytes": 2 * params}), flush=True)
+    ids1 = [32 + (i * 7 % 90) for i in range(args.prompt_tokens)]
+    for b in [int(x) for x in args.batches.split(",")]:
+        ids = torch.tensor([ids1] * b, device="cuda")
+        kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": torch.zeros_like(ids)}
+
+        def timed(n):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(**kw, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+            torch.cuda.synchronize()
+            assert out.shape[1] == ids.shape[1] + n
+            return time.perf_counter() - t
+
+        timed(2)
+        runs = [(timed(1), timed(1 + args.new_tokens)) for _ in range(3)]
+        p = sorted(r[0] for r in runs)[1]
+        t = sorted(r[1] for r in runs)[1]
+        d = max(t - p, 1e-9)
+        print(json.dumps({"impl": "transformers", "batch": b, "prompt_tokens": args.prompt_tokens,
+                          "new_tokens": args.new_tokens, "prefill_s": p,
+                          "prefill_tok_s": b * args.prompt_tokens / p,
+                          "decode_step_ms": d * 1e3 / args.new_tokens,
+                          "decode_tok_s": b * args.new_tokens / d}), flush=True)
     return 0
 
 

@@ -72,6 +72,32 @@ impl Spec {
         }
     }
 
+    /// The shape of Qwen/Qwen3-VL-2B-Instruct (for benchmarks; weights come from elsewhere).
+    pub fn qwen3_vl_2b() -> Self {
+        Self {
+            hidden: 2048,
+            intermediate: 6144,
+            layers: 28,
+            heads: 16,
+            kv_heads: 8,
+            head_dim: 128,
+            mrope_section: [24, 20, 20],
+            rope_theta: 5_000_000.0,
+            vision_depth: 24,
+            vision_hidden: 1024,
+            vision_heads: 16,
+            vision_intermediate: 4096,
+            num_position_embeddings: 2304,
+            deepstack: vec![5, 11, 17],
+            patch_size: 16,
+            special_base: 151_643,
+            vocab_size: 151_936,
+            tie_word_embeddings: true,
+            min_pixels: 65_536,
+            max_pixels: 16_777_216,
+        }
+    }
+
     pub fn image_token_id(&self) -> u32 {
         self.special_base + 12
     }
@@ -392,6 +418,12 @@ pub fn write_checkpoint(
         tensors.insert(name, t);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    write_metadata(dir, spec)
+}
+
+/// Writes everything of a checkpoint folder but the weights.
+pub fn write_metadata(dir: &Path, spec: &Spec) -> Result<(), FixtureError> {
+    std::fs::create_dir_all(dir)?;
     write_json(&dir.join("config.json"), &config_json(spec))?;
     write_json(&dir.join("tokenizer.json"), &tokenizer_json(spec))?;
     let b = spec.special_base;

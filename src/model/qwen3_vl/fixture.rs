@@ -180,7 +180,7 @@ pub fn byte_chars() -> Vec<char> {
     map
 }
 
-/// The tokenizer.json: byte-level BPE over 256 byte tokens and [`MERGES`], reserved filler
+/// The tokenizer.json: byte-level BPE over 256 byte tokens and `MERGES`, reserved filler
 /// tokens up to `special_base`, then Qwen's special tokens.
 pub fn tokenizer_json(spec: &Spec) -> serde_json::Value {
     let mut vocab = serde_json::Map::new();

@@ -107,7 +107,13 @@ impl Session {
         let options = GenerationOptions {
             max_new_tokens: self.config.model.max_new_tokens,
         };
-        let spec = ModelSpec::parse(spec_text, &self.root);
+        let adapter = self
+            .config
+            .model
+            .adapter
+            .as_ref()
+            .map(|a| self.root.join(a));
+        let spec = ModelSpec::parse(spec_text, &self.root).and_then(|s| s.with_adapter(adapter));
         match spec.and_then(|s| s.fingerprint().map(|fp| (s, fp))) {
             Ok((spec, fingerprint)) => {
                 let cache = AnswerCache::new(

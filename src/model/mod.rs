@@ -5,9 +5,11 @@
 //! OpenAI-compatible servers. `spec` turns a `--model` string into the right backend.
 
 pub mod chatml;
+pub mod checkpoint;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod qwen3_vl;
 pub mod replay;
 pub mod spec;
 

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::CheckpointFiles;
 use super::gguf::{file_fingerprint, GgufModel};
+use super::qwen3_vl::Qwen3VlModel;
 use super::replay::ReplayModel;
 use super::{fetch, Model, ModelError};
 
@@ -14,6 +16,11 @@ pub enum ModelSpec {
     Gguf(PathBuf),
     /// Recorded answers.
     Replay(PathBuf),
+    /// A Hugging Face checkpoint folder (Qwen3-VL), with an optional PEFT LoRA adapter folder.
+    Checkpoint {
+        dir: PathBuf,
+        adapter: Option<PathBuf>,
+    },
 }
 
 impl ModelSpec {
@@ -35,10 +42,10 @@ impl ModelSpec {
             return Ok(Self::Gguf(path));
         }
         if path.is_dir() {
-            return Err(ModelError::Other(format!(
-                "{}: checkpoint folders (Qwen3-VL) are not supported by this build; use a .gguf file",
-                path.display()
-            )));
+            return Ok(Self::Checkpoint {
+                dir: path,
+                adapter: None,
+            });
         }
         Err(ModelError::UnknownSpec(spec.to_owned()))
     }
@@ -66,6 +73,36 @@ impl ModelSpec {
                 })?;
                 Ok(ReplayModel::fingerprint_of(&bytes))
             }
+            Self::Checkpoint { dir, adapter } => {
+                let mut fp = format!("qwen3_vl:{}", CheckpointFiles::locate(dir)?.fingerprint()?);
+                if let Some(a) = adapter {
+                    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+                        let path = a.join(file);
+                        if !path.is_file() {
+                            return Err(ModelError::Missing {
+                                path,
+                                hint: " (PEFT adapter)".into(),
+                            });
+                        }
+                        fp.push('+');
+                        fp.push_str(&file_fingerprint(&path)?);
+                    }
+                }
+                Ok(fp)
+            }
+        }
+    }
+
+    /// Attaches a PEFT LoRA adapter (checkpoint folders only).
+    pub fn with_adapter(self, adapter: Option<PathBuf>) -> Result<Self, ModelError> {
+        match (self, adapter) {
+            // Recorded answers have no weights to adapt.
+            (spec @ Self::Replay(_), _) | (spec, None) => Ok(spec),
+            (Self::Checkpoint { dir, .. }, Some(a)) => Ok(Self::Checkpoint { dir, adapter: Some(a) }),
+            (_, Some(a)) => Err(ModelError::Other(format!(
+                "adapter {}: adapters apply to checkpoint folders (Qwen3-VL); merge it into a checkpoint for other models",
+                a.display()
+            ))),
         }
     }
 
@@ -74,6 +111,17 @@ impl ModelSpec {
         match self {
             Self::Gguf(p) => super::gguf::label_of(p),
             Self::Replay(p) => ReplayModel::label_of(p),
+            Self::Checkpoint { dir, adapter } => {
+                let name = |p: &PathBuf| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
+                match adapter {
+                    Some(a) => format!("qwen3-vl-{}+{}", name(dir), name(a)),
+                    None => format!("qwen3-vl-{}", name(dir)),
+                }
+            }
         }
     }
 
@@ -82,6 +130,20 @@ impl ModelSpec {
         Ok(match self {
             Self::Gguf(p) => Box::new(GgufModel::load(p)?),
             Self::Replay(p) => Box::new(ReplayModel::load(p)?),
+            Self::Checkpoint { dir, adapter } => Box::new(Qwen3VlModel::load(
+                dir,
+                adapter.as_deref(),
+                &default_device(),
+            )?),
         })
     }
+}
+
+/// CUDA device 0 when built with `cuda` and one is present, else the CPU.
+pub fn default_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
 }

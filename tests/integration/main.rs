@@ -2,6 +2,8 @@
 
 mod gguf_model;
 mod harness;
+mod qwen_model;
+mod qwen_parity;
 mod suite_loading;
 mod task_import;
 mod task_reference;

@@ -1,0 +1,171 @@
+//! Writes seeded Qwen3-VL fixtures (`checkpoint DIR`, `adapter DIR`, `image FILE`) and times
+//! generation on a checkpoint (`bench DIR`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vlmtest::model::qwen3_vl::fixture::{self, AdapterSpec, Spec};
+
+#[derive(Parser)]
+#[command(about = "Write tiny seeded Qwen3-VL checkpoints, PEFT adapters and test images")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// A tiny checkpoint folder (hidden 64, 2 text layers, 3 vision blocks, 288 tokens).
+    Checkpoint {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// config.json, tokenizer and processor files of the Qwen3-VL-2B shape, without weights
+    /// (`scripts/qwen3vl_parity.py --bench` fills in seeded weights with transformers).
+    Metadata2b { dir: PathBuf },
+    /// Times prefill and decode on a checkpoint (bf16 on CUDA when built with `cuda`).
+    Bench {
+        dir: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+    },
+    /// A PEFT LoRA adapter for the tiny checkpoint.
+    Adapter {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        #[arg(long, default_value_t = 4)]
+        rank: usize,
+        #[arg(long, default_value_t = 8.0)]
+        alpha: f64,
+        #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+        targets: Vec<String>,
+    },
+    /// A seeded RGB test image (PNG).
+    Image {
+        path: PathBuf,
+        #[arg(long)]
+        width: u32,
+        #[arg(long)]
+        height: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().what {
+        What::Checkpoint { dir, seed } => {
+            fixture::write_checkpoint(&dir, &Spec::tiny(), seed, candle_core::DType::F32)
+                .with_context(|| format!("writing checkpoint to {}", dir.display()))?;
+        }
+        What::Adapter {
+            dir,
+            seed,
+            rank,
+            alpha,
+            targets,
+        } => {
+            let spec = AdapterSpec {
+                rank,
+                alpha,
+                targets,
+                seed,
+            };
+            fixture::write_adapter(&dir, &Spec::tiny(), &spec, "vlmtest/tiny-qwen3-vl")
+                .with_context(|| format!("writing adapter to {}", dir.display()))?;
+        }
+        What::Metadata2b { dir } => {
+            fixture::write_metadata(&dir, &Spec::qwen3_vl_2b())?;
+        }
+        What::Bench {
+            dir,
+            batches,
+            prompt_tokens,
+            new_tokens,
+        } => {
+            bench(&dir, &batches, prompt_tokens, new_tokens)?;
+        }
+        What::Image {
+            path,
+            width,
+            height,
+            seed,
+        } => {
+            fixture::write_image(&path, width, height, seed)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints one JSON line per batch size: prefill and decode tokens/s (median of 3 runs after a
+/// warm-up that also absorbs CUDA's PTX compilation).
+fn bench(
+    dir: &std::path::Path,
+    batches: &[usize],
+    prompt_tokens: usize,
+    new_tokens: usize,
+) -> anyhow::Result<()> {
+    use std::time::Instant;
+    use vlmtest::model::qwen3_vl::{Prepared, Qwen3VlModel};
+    let device = candle_core::Device::cuda_if_available(0)?;
+    let t0 = Instant::now();
+    let mut model = Qwen3VlModel::load(dir, None, &device)?;
+    eprintln!(
+        "loaded {} on {:?} in {:.1}s",
+        dir.display(),
+        device,
+        t0.elapsed().as_secs_f64()
+    );
+    // A text prompt of ordinary byte tokens; no stop tokens so every row decodes `new_tokens`.
+    let ids: Vec<u32> = (0..prompt_tokens)
+        .map(|i| 32 + (i * 7 % 90) as u32)
+        .collect();
+    let prompt = Prepared {
+        ids,
+        images: Vec::new(),
+    };
+    let net = model.network();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for &b in batches {
+        let rows: Vec<&Prepared> = std::iter::repeat_n(&prompt, b).collect();
+        net.generate(&rows, 2, &[], 0)?;
+        let mut prefill = Vec::new();
+        let mut total = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            net.generate(&rows, 1, &[], 0)?;
+            prefill.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let out = net.generate(&rows, 1 + new_tokens, &[], 0)?;
+            total.push(t.elapsed().as_secs_f64());
+            anyhow::ensure!(
+                out.iter().all(|r| r.len() == 1 + new_tokens),
+                "a row stopped early"
+            );
+        }
+        let (p, t) = (median(prefill), median(total));
+        let decode_s = (t - p).max(1e-9);
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "vlmtest", "device": format!("{device:?}"), "batch": b,
+                "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+                "prefill_s": p, "prefill_tok_s": (b * prompt_tokens) as f64 / p,
+                "decode_step_ms": decode_s * 1e3 / new_tokens as f64,
+                "decode_tok_s": (b * new_tokens) as f64 / decode_s,
+            })
+        );
+    }
+    Ok(())
+}

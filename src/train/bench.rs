@@ -1,0 +1,166 @@
+//! `vlmtest-train bench`: seconds per optimizer step and tokens/s of LoRA training, on data that
+//! `scripts/peft_bench.py` reproduces token for token, so candle and PEFT + PyTorch are timed on
+//! the same work.
+//!
+//! The batch is `batch_size` rows of `seq_len` ids from a fixed formula; the loss covers the second
+//! half of each row (as an answer after a prompt). The base is the SmolLM2 GGUF, or SmolLM2-135M's
+//! shape with seeded weights (`--random-weights`), which costs the same per step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::Serialize;
+
+use super::checkpoint::named_vars;
+use super::llama::{Llama, LlamaConfig};
+use super::optim::{AdamW, AdamWParams, GradAccumulator};
+use super::TrainError;
+use crate::lora::{AdapterConfig, LoraRng, TargetModules};
+
+/// Benchmark settings; the defaults are the ones documented in docs/train.md.
+#[derive(Debug, Clone, Serialize, clap::Args)]
+pub struct BenchArgs {
+    /// `smollm2`, a .gguf path, or `random` for SmolLM2-135M's shape with seeded weights.
+    #[arg(long, default_value = "smollm2")]
+    pub base: String,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub alpha: f64,
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    pub target_modules: Vec<String>,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Timed steps (after `warmup` untimed ones).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+}
+
+/// One benchmark's result (a JSON line).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub implementation: &'static str,
+    pub base: String,
+    pub rank: usize,
+    pub target_modules: Vec<String>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    pub threads: usize,
+    pub seconds_per_step: f64,
+    pub tokens_per_second: f64,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Token `j` of row `r`: the same formula as `scripts/peft_bench.py`.
+pub fn bench_token(r: usize, j: usize, seq_len: usize) -> u32 {
+    let k = (r * seq_len + j) as u64;
+    ((1_103_515_245u64.wrapping_mul(k).wrapping_add(12_345)) % 2_147_483_648 % 40_000 + 100) as u32
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the benchmark.
+pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
+    let device = Device::Cpu;
+    let mut llama = match args.base.as_str() {
+        "random" => Llama::random(LlamaConfig::smollm2_135m(), 7, &device)?,
+        other => Llama::from_gguf(&super::model::resolve_base(other)?, &device)?,
+    };
+    let targets = TargetModules::List(args.target_modules.clone());
+    let cfg = AdapterConfig::new(args.rank, args.alpha, 0.0, targets);
+    let varmap = VarMap::new();
+    llama.attach_trainable(&cfg, &varmap, &mut LoraRng::new(1))?;
+    let vars: BTreeMap<_, _> = named_vars(&varmap);
+    let mut opt = AdamW::new(vars.clone(), AdamWParams::new(1e-4, 0.0))?;
+
+    let (b, t) = (args.batch_size, args.seq_len);
+    let ids: Vec<u32> = (0..b)
+        .flat_map(|r| (0..t).map(move |j| bench_token(r, j, t)))
+        .collect();
+    // Inputs are t-1 tokens predicting the next; loss on the second half, as in the PEFT script.
+    let inputs: Vec<u32> = (0..b)
+        .flat_map(|r| ids[r * t..r * t + t - 1].to_vec())
+        .collect();
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for r in 0..b {
+        for j in (t / 2 - 1)..(t - 1) {
+            positions.push((r * (t - 1) + j) as u32);
+            targets.push(ids[r * t + j + 1]);
+        }
+    }
+    let n = targets.len();
+    let inputs = Tensor::from_vec(inputs, (b, t - 1), &device)?;
+    let positions = Tensor::from_vec(positions, n, &device)?;
+    let targets = Tensor::from_vec(targets, n, &device)?;
+    let mut rng = LoraRng::new(0);
+    let mut losses = Vec::new();
+    let mut timed = 0f64;
+    for step in 0..args.warmup + args.steps {
+        let start = Instant::now();
+        let loss = (llama.loss_sum(&inputs, &positions, &targets, &mut rng)? / n as f64)?;
+        let mut acc = GradAccumulator::default();
+        acc.add(&vars, &loss.backward()?)?;
+        acc.clip(1.0)?;
+        opt.step(&acc)?;
+        losses.push(loss.to_scalar::<f32>()?);
+        if step >= args.warmup {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    let sps = timed / args.steps.max(1) as f64;
+    Ok(BenchResult {
+        implementation: "vlmtest (candle)",
+        base: args.base.clone(),
+        rank: args.rank,
+        target_modules: args.target_modules.clone(),
+        batch_size: b,
+        seq_len: t,
+        steps: args.steps,
+        threads: candle_core::utils::get_num_threads(),
+        seconds_per_step: sps,
+        tokens_per_second: (b * t) as f64 / sps,
+        first_loss: losses.first().copied().unwrap_or(f32::NAN),
+        last_loss: losses.last().copied().unwrap_or(f32::NAN),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Writes the token ids of the benchmark batch as JSON (for checking the Python side).
+pub fn write_bench_ids(path: &Path, batch_size: usize, seq_len: usize) -> Result<(), TrainError> {
+    let rows: Vec<Vec<u32>> = (0..batch_size)
+        .map(|r| (0..seq_len).map(|j| bench_token(r, j, seq_len)).collect())
+        .collect();
+    super::checkpoint::save_json(path, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_tokens_are_in_the_vocabulary_and_fixed() {
+        assert_eq!(bench_token(0, 0, 8), 12_445);
+        for r in 0..3 {
+            for j in 0..50 {
+                let v = bench_token(r, j, 50);
+                assert!((100..40_100).contains(&v));
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The `vlmtest-train` command line: `--config train.toml`, a flag for every key, and `bench`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use super::bench::{run_bench, BenchArgs};
+use super::config::{TrainArgs, TrainConfig};
+use super::model::{resolve_base, SmolLm};
+use super::run::{summary_table, train};
+use super::TrainError;
+use crate::case::Case;
+use crate::config::{RowScorer, SuiteConfig};
+
+/// Fine-tune a model with LoRA on vlmtest case rows; evaluate before, during and after.
+#[derive(Debug, Parser)]
+#[command(name = "vlmtest-train", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// A `train.toml` whose keys are the flags below (flags win).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub args: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Time LoRA training steps (seconds per step, tokens/s) and print one JSON line.
+    Bench(BenchArgs),
+}
+
+/// Loads case rows for training: the suite loader with the reference kept as an exact-match and
+/// token-F1 expectation. Every bad row is reported, one per line.
+pub fn load_rows(files: &[PathBuf]) -> Result<Vec<Case>, TrainError> {
+    let cfg = SuiteConfig {
+        row_scorers: vec![RowScorer::Exact, RowScorer::TokenF1],
+        ..SuiteConfig::default()
+    };
+    let mut cases = Vec::new();
+    for f in files {
+        if !f.is_file() {
+            return Err(TrainError::Io {
+                path: f.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let suite = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rows".into());
+        let root = f.parent().unwrap_or(Path::new("."));
+        let (mut got, errors) = crate::suite::rows::load(f, &suite, &cfg, root);
+        if !errors.is_empty() {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(TrainError::Data {
+                origin: f.display().to_string(),
+                case: format!("{} bad row(s)", errors.len()),
+                reason: lines.join("\n"),
+            });
+        }
+        if got.is_empty() {
+            return Err(TrainError::NoData(format!("{} holds no rows", f.display())));
+        }
+        cases.append(&mut got);
+    }
+    Ok(cases)
+}
+
+/// Runs the command; returns the text to print.
+pub fn run(cli: Cli) -> Result<String, TrainError> {
+    if let Some(Command::Bench(b)) = &cli.command {
+        let r = run_bench(b)?;
+        return serde_json::to_string(&r).map_err(|e| TrainError::Io {
+            path: "stdout".into(),
+            source: std::io::Error::other(e),
+        });
+    }
+    let cfg = TrainConfig::resolve(cli.config.as_deref(), &cli.args)?;
+    let train_rows = load_rows(&cfg.train)?;
+    let val_rows = if cfg.val.is_empty() {
+        Vec::new()
+    } else {
+        load_rows(&cfg.val)?
+    };
+    let mut model = SmolLm::load(&resolve_base(&cfg.base)?)?;
+    let report = train(&cfg, &mut model, &train_rows, &val_rows, !cli.quiet)?;
+    Ok(format!(
+        "{}\nsteps {}/{}{}; adapter written to {}\n",
+        summary_table(&report),
+        report.state.step,
+        report.total_steps,
+        if report.state.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        report.adapter_dir.display()
+    ))
+}

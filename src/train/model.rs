@@ -1,0 +1,321 @@
+//! The seam between the trainer and a network: `TrainableModel`. SmolLM2 (a Llama GGUF,
+//! dequantized) implements it here; Qwen3-VL plugs in by implementing the same few methods.
+//!
+//! `AdaptedGguf` is the inference side: a GGUF base plus an optional PEFT adapter, merged, behind
+//! vlmtest's `Model` trait, so `vlmtest` can test a trained adapter.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use tokenizers::Tokenizer;
+
+use super::batch::Batch;
+use super::data::{check_case, data_error, fit, target_text, Example};
+use super::llama::Llama;
+use super::TrainError;
+use crate::case::{Case, Message};
+use crate::lora::{AdapterConfig, LoraAdapter, LoraRng};
+use crate::model::{
+    chatml, fetch, gguf, gguf_tokenizer, Answer, GenerationOptions, Model, ModelError, Request,
+};
+
+/// A network the trainer can fine-tune with LoRA.
+pub trait TrainableModel {
+    /// A short label for logs and run metadata.
+    fn label(&self) -> String;
+    fn device(&self) -> &Device;
+    /// Tokenizes a case into prompt and target ids, fitted into `max_seq_len`.
+    fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError>;
+    /// The id used to pad batches (never a loss target).
+    fn pad_id(&self) -> u32;
+    /// Every linear layer's full name and (out, in), for target selection and adapter checks.
+    fn linear_shapes(&self) -> BTreeMap<String, (usize, usize)>;
+    /// Installs trainable LoRA layers with A/B in `varmap`; returns the adapted module names.
+    fn attach_trainable(
+        &mut self,
+        cfg: &AdapterConfig,
+        varmap: &VarMap,
+        rng: &mut LoraRng,
+    ) -> Result<Vec<String>, TrainError>;
+    /// Summed cross-entropy over the batch's target tokens (differentiable).
+    fn loss_sum(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError>;
+    /// A frozen, merged snapshot that answers conversations greedily.
+    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError>;
+    /// The merged weights under the base model's own names, for a merged checkpoint.
+    fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError>;
+}
+
+/// Greedy answering with fixed weights.
+pub trait Answerer {
+    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError>;
+}
+
+/// Resolves `smollm2` to the cached default model (fetching it on first use), else a path.
+pub fn resolve_base(base: &str) -> Result<PathBuf, TrainError> {
+    if base == "smollm2" {
+        Ok(fetch::ensure_default_model()?)
+    } else {
+        let p = PathBuf::from(base);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(TrainError::Base {
+                path: p,
+                reason: "no such file (pass a .gguf file or `smollm2`)".into(),
+            })
+        }
+    }
+}
+
+/// The tokenizer and stop ids of a GGUF, built by the model module's GGUF tokenizer.
+fn tokenizer_of(path: &Path) -> Result<(Tokenizer, Vec<u32>), TrainError> {
+    let mut f = File::open(path).map_err(TrainError::io(path))?;
+    let content = gguf_file::Content::read(&mut f).map_err(|e| TrainError::Base {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let tok = gguf_tokenizer::from_gguf(&content)?;
+    let stop = gguf_tokenizer::stop_tokens(&content, &tok);
+    Ok((tok, stop))
+}
+
+fn encode_text(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, TrainError> {
+    let enc = tok
+        .encode(text, false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// SmolLM2 (any Llama GGUF) for training.
+pub struct SmolLm {
+    pub llama: Llama,
+    tokenizer: Tokenizer,
+    stop: Vec<u32>,
+    label: String,
+}
+
+impl SmolLm {
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let (tokenizer, stop) = tokenizer_of(path)?;
+        if stop.is_empty() {
+            return Err(TrainError::Base {
+                path: path.to_owned(),
+                reason: "the GGUF names no end-of-turn token".into(),
+            });
+        }
+        let llama = Llama::from_gguf(path, &Device::Cpu)?;
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            llama,
+            tokenizer,
+            stop,
+            label,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The end-of-turn id appended to every target (`<|im_end|>` for ChatML models).
+    pub fn end_of_turn(&self) -> u32 {
+        self.tokenizer
+            .token_to_id("<|im_end|>")
+            .unwrap_or(self.stop[0])
+    }
+}
+
+impl TrainableModel for SmolLm {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn device(&self) -> &Device {
+        self.llama.device()
+    }
+
+    fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
+        check_case(case)?;
+        if case.has_images() {
+            return Err(data_error(
+                case,
+                "has an image, but this base model reads text only",
+            ));
+        }
+        let prompt = encode_text(&self.tokenizer, &chatml::render(&case.messages))?;
+        let mut target = encode_text(&self.tokenizer, target_text(case)?)?;
+        target.push(self.end_of_turn());
+        fit(
+            Example {
+                name: case.id.test_name(),
+                prompt,
+                target,
+            },
+            max_seq_len,
+            case,
+        )
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.end_of_turn()
+    }
+
+    fn linear_shapes(&self) -> BTreeMap<String, (usize, usize)> {
+        self.llama.linear_shapes()
+    }
+
+    fn attach_trainable(
+        &mut self,
+        cfg: &AdapterConfig,
+        varmap: &VarMap,
+        rng: &mut LoraRng,
+    ) -> Result<Vec<String>, TrainError> {
+        if cfg.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(TrainError::Config {
+                field: "modules_to_save",
+                reason: "SmolLM2 ties its output head to the embedding; training full modules is not supported for it"
+                    .into(),
+            });
+        }
+        self.llama.attach_trainable(cfg, varmap, rng)
+    }
+
+    fn loss_sum(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        self.llama
+            .loss_sum(&batch.ids, &batch.positions, &batch.targets, rng)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError> {
+        Ok(Box::new(LlamaAnswerer {
+            llama: self.llama.merged_copy()?,
+            tokenizer: &self.tokenizer,
+            stop: &self.stop,
+        }))
+    }
+
+    fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
+        self.llama.merged_state_dict()
+    }
+}
+
+struct LlamaAnswerer<'a> {
+    llama: Llama,
+    tokenizer: &'a Tokenizer,
+    stop: &'a [u32],
+}
+
+fn answer_with(
+    llama: &Llama,
+    tok: &Tokenizer,
+    stop: &[u32],
+    messages: &[Message],
+    max_new: usize,
+) -> Result<Answer, TrainError> {
+    let start = Instant::now();
+    let prompt = encode_text(tok, &chatml::render(messages))?;
+    let out = llama.generate_ids(&prompt, stop, max_new)?;
+    let text = tok
+        .decode(&out, true)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(Answer {
+        text: text.trim().to_owned(),
+        prompt_tokens: prompt.len(),
+        generated_tokens: out.len(),
+        elapsed: start.elapsed(),
+    })
+}
+
+impl Answerer for LlamaAnswerer<'_> {
+    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError> {
+        answer_with(
+            &self.llama,
+            self.tokenizer,
+            self.stop,
+            messages,
+            max_new_tokens,
+        )
+    }
+}
+
+/// A GGUF base with an optional PEFT adapter merged in, answering through vlmtest's `Model` trait
+/// (f32 weights, greedy decoding).
+pub struct AdaptedGguf {
+    llama: Llama,
+    tokenizer: Tokenizer,
+    stop: Vec<u32>,
+    fingerprint: String,
+    label: String,
+}
+
+impl AdaptedGguf {
+    pub fn load(base: &Path, adapter: Option<&Path>) -> Result<Self, TrainError> {
+        let (tokenizer, stop) = tokenizer_of(base)?;
+        let mut llama = Llama::from_gguf(base, &Device::Cpu)?;
+        let mut fingerprint = format!("adapted-gguf-f32-v1:{}", gguf::file_fingerprint(base)?);
+        let mut label = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(dir) = adapter {
+            let ad = LoraAdapter::load(dir, &Device::Cpu)?;
+            llama.attach_adapter(&ad)?;
+            llama = llama.merged_copy()?;
+            let w = dir.join(crate::lora::ADAPTER_WEIGHTS_FILE);
+            fingerprint.push_str(&format!("+lora:{}", gguf::file_fingerprint(&w)?));
+            label.push_str("+lora");
+        }
+        Ok(Self {
+            llama,
+            tokenizer,
+            stop,
+            fingerprint,
+            label,
+        })
+    }
+
+    pub fn answer(
+        &self,
+        messages: &[Message],
+        max_new_tokens: usize,
+    ) -> Result<Answer, TrainError> {
+        answer_with(
+            &self.llama,
+            &self.tokenizer,
+            &self.stop,
+            messages,
+            max_new_tokens,
+        )
+    }
+}
+
+impl Model for AdaptedGguf {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+    ) -> Vec<Result<Answer, ModelError>> {
+        requests
+            .iter()
+            .map(|r| {
+                self.answer(r.messages, options.max_new_tokens)
+                    .map_err(|e| ModelError::Other(format!("{e:#}")))
+            })
+            .collect()
+    }
+}

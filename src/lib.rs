@@ -5,6 +5,8 @@
 //! `report` aggregates verdicts; `harness` turns each case into a libtest trial.
 
 pub mod case;
+pub mod judge;
 pub mod lockfile;
 pub mod model;
 pub mod score;
+pub mod serve;

@@ -8,6 +8,7 @@ pub mod chatml;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod openai;
 // pub mod replay;
 // pub mod spec;
 

@@ -27,7 +27,11 @@ fn cpu_seconds() -> f64 {
 }
 
 fn run_stub() {
-    let config = StubConfig { latency: LATENCY, lifetime: Duration::from_secs(1800), ..StubConfig::default() };
+    let config = StubConfig {
+        latency: LATENCY,
+        lifetime: Duration::from_secs(1800),
+        ..StubConfig::default()
+    };
     let server = StubServer::start(config).expect("stub");
     println!("{}", server.url());
     // Serve until the parent closes our stdin.
@@ -40,16 +44,24 @@ fn cases(n: usize, salt: &str) -> (Vec<Case>, Vec<String>) {
         .map(|i| Case {
             id: CaseId::new("bench", "judge", &format!("c{i}")),
             tags: vec![],
-            messages: vec![Message::text(Role::User, format!("What is the torque for bolt {i} ({salt})?"))],
+            messages: vec![Message::text(
+                Role::User,
+                format!("What is the torque for bolt {i} ({salt})?"),
+            )],
             reference: Some(format!("{} Nm", 20 + i % 50)),
             context: None,
             expect: vec![],
             metadata: BTreeMap::new(),
             ignored: false,
-            origin: Origin { file: PathBuf::from("bench"), line: Some(i) },
+            origin: Origin {
+                file: PathBuf::from("bench"),
+                line: Some(i),
+            },
         })
         .collect();
-    let answers = (0..n).map(|i| format!("Tighten it to {} Nm.", 20 + i % 47)).collect();
+    let answers = (0..n)
+        .map(|i| format!("Tighten it to {} Nm.", 20 + i % 47))
+        .collect();
     (cs, answers)
 }
 
@@ -61,22 +73,51 @@ fn main() {
         // `cargo test --benches` lists benchmarks; we have one, not a test.
         return;
     }
-    let n: usize = std::env::var("VLMTEST_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("VLMTEST_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let exe = std::env::current_exe().expect("exe");
-    let mut child = Command::new(exe).arg("--stub").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn stub");
+    let mut child = Command::new(exe)
+        .arg("--stub")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn stub");
     let mut url = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut url).expect("stub url");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut url)
+        .expect("stub url");
     let url = url.trim().to_owned();
     let judges = Path::new(env!("CARGO_MANIFEST_DIR")).join("judges");
     let tmp = tempfile::tempdir().expect("tmp");
 
-    println!("judge pipeline, stub latency {} ms, calls = cases × 1 rubric (correctness)", LATENCY.as_millis());
-    println!("{:<28} {:>6} {:>11} {:>9} {:>8} {:>12}", "run", "cases", "wall (s)", "ideal (s)", "× ideal", "CPU/case (ms)");
+    println!(
+        "judge pipeline, stub latency {} ms, calls = cases × 1 rubric (correctness)",
+        LATENCY.as_millis()
+    );
+    println!(
+        "{:<28} {:>6} {:>11} {:>9} {:>8} {:>12}",
+        "run", "cases", "wall (s)", "ideal (s)", "× ideal", "CPU/case (ms)"
+    );
     for conc in [32usize, 64] {
         let (cs, ans) = cases(n, &format!("c{conc}"));
-        let items: Vec<JudgeItem<'_>> =
-            cs.iter().zip(&ans).map(|(c, a)| JudgeItem { case: c, answer: a, rubric: "correctness", threshold: None }).collect();
-        let settings = JudgeSettings { url: url.clone(), model: "stub".into(), concurrency: conc, ..JudgeSettings::default() };
+        let items: Vec<JudgeItem<'_>> = cs
+            .iter()
+            .zip(&ans)
+            .map(|(c, a)| JudgeItem {
+                case: c,
+                answer: a,
+                rubric: "correctness",
+                threshold: None,
+            })
+            .collect();
+        let settings = JudgeSettings {
+            url: url.clone(),
+            model: "stub".into(),
+            concurrency: conc,
+            ..JudgeSettings::default()
+        };
         let cache_dir = tmp.path().join(format!("c{conc}"));
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();

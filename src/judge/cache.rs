@@ -50,7 +50,10 @@ impl Cache {
     /// Opens (creating if needed) the cache at `path`. `writable = false` never creates or
     /// appends (replay mode, or a read-only checkout).
     pub fn open(path: &Path, writable: bool) -> Result<Self, JudgeError> {
-        let err = |reason: String| JudgeError::Cache { path: path.to_owned(), reason };
+        let err = |reason: String| JudgeError::Cache {
+            path: path.to_owned(),
+            reason,
+        };
         let mut entries = HashMap::new();
         let mut skipped_lines = 0;
         match File::open(path) {
@@ -75,11 +78,22 @@ impl Cache {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
-            Some(OpenOptions::new().create(true).append(true).open(path).map_err(|e| err(e.to_string()))?)
+            Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| err(e.to_string()))?,
+            )
         } else {
             None
         };
-        Ok(Self { path: path.to_owned(), entries: Mutex::new(entries), file: Mutex::new(file), skipped_lines })
+        Ok(Self {
+            path: path.to_owned(),
+            entries: Mutex::new(entries),
+            file: Mutex::new(file),
+            skipped_lines,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -101,13 +115,18 @@ impl Cache {
     /// Stores an exchange in memory and appends it to the file in one `write` (appends of one
     /// line from concurrent processes do not interleave on a local file system).
     pub fn put(&self, entry: Entry) -> Result<(), JudgeError> {
-        let mut line = serde_json::to_string(&entry)
-            .map_err(|e| JudgeError::Cache { path: self.path.clone(), reason: e.to_string() })?;
+        let mut line = serde_json::to_string(&entry).map_err(|e| JudgeError::Cache {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         line.push('\n');
         if let Ok(mut file) = self.file.lock() {
             if let Some(f) = file.as_mut() {
                 f.write_all(line.as_bytes())
-                    .map_err(|e| JudgeError::Cache { path: self.path.clone(), reason: e.to_string() })?;
+                    .map_err(|e| JudgeError::Cache {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    })?;
             }
         }
         if let Ok(mut entries) = self.entries.lock() {
@@ -131,8 +150,13 @@ mod tests {
         {
             let c = Cache::open(&path, true).unwrap();
             assert!(c.is_empty());
-            c.put(Entry { key: k.clone(), model: "m".into(), request: body.clone(), response: json!({"choices": []}) })
-                .unwrap();
+            c.put(Entry {
+                key: k.clone(),
+                model: "m".into(),
+                request: body.clone(),
+                response: json!({"choices": []}),
+            })
+            .unwrap();
             assert_eq!(c.get(&k), Some(json!({"choices": []})));
         }
         // A killed writer leaves half a line.
@@ -149,7 +173,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("none.jsonl");
         let c = Cache::open(&path, false).unwrap();
-        c.put(Entry { key: "k".into(), model: "m".into(), request: json!({}), response: json!(1) }).unwrap();
+        c.put(Entry {
+            key: "k".into(),
+            model: "m".into(),
+            request: json!({}),
+            response: json!(1),
+        })
+        .unwrap();
         assert!(!path.exists());
         assert_eq!(c.get("k"), Some(json!(1)));
     }

@@ -68,7 +68,10 @@ impl Backoff {
         if let Some(ra) = retry_after {
             return ra.min(MAX_RETRY_AFTER);
         }
-        let exp = self.base.saturating_mul(1u32 << attempt.min(20)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.cap);
         let half = exp / 2;
         half + half.mul_f64(fastrand::f64())
     }
@@ -161,7 +164,12 @@ impl Client {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) if v.get("choices").is_some_and(Value::is_array) => (Ok(v), None),
-            Ok(_) => (Err(CallError::BadBody("no `choices` array in the response".into())), None),
+            Ok(_) => (
+                Err(CallError::BadBody(
+                    "no `choices` array in the response".into(),
+                )),
+                None,
+            ),
             Err(e) => (Err(CallError::BadBody(e.to_string())), None),
         }
     }
@@ -185,8 +193,12 @@ impl Client {
     fn count_usage(&self, v: &Value) {
         let usage = &v["usage"];
         let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-        self.counters.prompt_tokens.fetch_add(n("prompt_tokens"), Ordering::Relaxed);
-        self.counters.completion_tokens.fetch_add(n("completion_tokens"), Ordering::Relaxed);
+        self.counters
+            .prompt_tokens
+            .fetch_add(n("prompt_tokens"), Ordering::Relaxed);
+        self.counters
+            .completion_tokens
+            .fetch_add(n("completion_tokens"), Ordering::Relaxed);
     }
 
     fn scrub_text(&self, text: &str) -> String {
@@ -199,7 +211,10 @@ impl Client {
     /// Removes the API key from an error's text (some servers echo a masked or whole key).
     fn scrub(&self, e: CallError) -> CallError {
         match e {
-            CallError::Status { status, body } => CallError::Status { status, body: self.scrub_text(&body) },
+            CallError::Status { status, body } => CallError::Status {
+                status,
+                body: self.scrub_text(&body),
+            },
             CallError::Transport(m) => CallError::Transport(self.scrub_text(&m)),
             e => e,
         }
@@ -226,7 +241,10 @@ mod tests {
 
     #[test]
     fn retryable_statuses() {
-        let s = |status| CallError::Status { status, body: String::new() };
+        let s = |status| CallError::Status {
+            status,
+            body: String::new(),
+        };
         assert!(s(429).retryable());
         assert!(s(500).retryable());
         assert!(s(503).retryable());
@@ -240,7 +258,10 @@ mod tests {
     #[test]
     fn retry_after_seconds() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.25 "), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_retry_after(" 0.25 "),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);

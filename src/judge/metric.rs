@@ -22,7 +22,12 @@ pub struct Outcome {
 }
 
 /// Scores a verdict. `content` and `logprobs` (the choice's `logprobs` object) come from the reply.
-pub fn compute(rubric: &Rubric, verdict: &Verdict, content: &str, logprobs: Option<&Value>) -> Outcome {
+pub fn compute(
+    rubric: &Rubric,
+    verdict: &Verdict,
+    content: &str,
+    logprobs: Option<&Value>,
+) -> Outcome {
     match verdict {
         Verdict::Rubric(v) => {
             let weighted = logprobs.and_then(|lp| weighted_score(rubric, content, lp, v.score));
@@ -34,12 +39,24 @@ pub fn compute(rubric: &Rubric, verdict: &Verdict, content: &str, logprobs: Opti
                 "score_prob_mass": weighted.map(|w| w.1),
                 "score_range": rubric.score_range,
             });
-            Outcome { value, reason: format!("{}/{}: {}", v.score, rubric.score_range[1], v.reason), detail }
+            Outcome {
+                value,
+                reason: format!("{}/{}: {}", v.score, rubric.score_range[1], v.reason),
+                detail,
+            }
         }
         Verdict::Relevancy(v) => {
             let total = v.statements.len();
-            let relevant = v.statements.iter().filter(|s| s.relevant != YesNo::No).count();
-            let value = if total == 0 { 0.0 } else { relevant as f64 / total as f64 };
+            let relevant = v
+                .statements
+                .iter()
+                .filter(|s| s.relevant != YesNo::No)
+                .count();
+            let value = if total == 0 {
+                0.0
+            } else {
+                relevant as f64 / total as f64
+            };
             Outcome {
                 value,
                 reason: format!("{relevant}/{total} statements relevant: {}", v.reason),
@@ -48,8 +65,16 @@ pub fn compute(rubric: &Rubric, verdict: &Verdict, content: &str, logprobs: Opti
         }
         Verdict::Faithfulness(v) => {
             let total = v.claims.len();
-            let supported = v.claims.iter().filter(|c| c.supported == YesNo::Yes).count();
-            let value = if total == 0 { 1.0 } else { supported as f64 / total as f64 };
+            let supported = v
+                .claims
+                .iter()
+                .filter(|c| c.supported == YesNo::Yes)
+                .count();
+            let value = if total == 0 {
+                1.0
+            } else {
+                supported as f64 / total as f64
+            };
             Outcome {
                 value,
                 reason: format!("{supported}/{total} claims supported: {}", v.reason),
@@ -62,9 +87,17 @@ pub fn compute(rubric: &Rubric, verdict: &Verdict, content: &str, logprobs: Opti
 /// The probability-weighted score and the probability mass it rests on, when the token that
 /// carries `score` in `content` is exactly the score's digits and its top logprobs hold at least
 /// one in-range integer. `None` otherwise (multi-token numbers, missing or mismatched logprobs).
-pub fn weighted_score(rubric: &Rubric, content: &str, logprobs: &Value, score: i64) -> Option<(f64, f64)> {
+pub fn weighted_score(
+    rubric: &Rubric,
+    content: &str,
+    logprobs: &Value,
+    score: i64,
+) -> Option<(f64, f64)> {
     let tokens = logprobs.get("content")?.as_array()?;
-    let texts: Vec<&str> = tokens.iter().map(|t| t.get("token").and_then(Value::as_str)).collect::<Option<_>>()?;
+    let texts: Vec<&str> = tokens
+        .iter()
+        .map(|t| t.get("token").and_then(Value::as_str))
+        .collect::<Option<_>>()?;
     if texts.concat() != content {
         return None;
     }
@@ -73,14 +106,18 @@ pub fn weighted_score(rubric: &Rubric, content: &str, logprobs: &Value, score: i
     for (tok, text) in tokens.iter().zip(&texts) {
         let end = start + text.len();
         if (start..end).contains(&at) {
-            if text.trim() != score.to_string() || start + (text.len() - text.trim_start().len()) != at {
+            if text.trim() != score.to_string()
+                || start + (text.len() - text.trim_start().len()) != at
+            {
                 return None;
             }
             let [lo, hi] = rubric.score_range;
             let (mut mass, mut sum) = (0.0, 0.0);
             for alt in tok.get("top_logprobs")?.as_array()? {
-                let (Some(t), Some(lp)) = (alt.get("token").and_then(Value::as_str), alt.get("logprob").and_then(Value::as_f64))
-                else {
+                let (Some(t), Some(lp)) = (
+                    alt.get("token").and_then(Value::as_str),
+                    alt.get("logprob").and_then(Value::as_f64),
+                ) else {
                     continue;
                 };
                 if let Ok(s) = t.trim().parse::<i64>() {
@@ -149,7 +186,15 @@ mod tests {
         let content = r#"{"reason": "ok", "score": 4}"#;
         let logprobs = lp(&[
             (r#"{"reason": "ok", "score": "#, &[]),
-            ("4", &[("4", (0.6f64).ln()), ("5", (0.2f64).ln()), ("3", (0.2f64).ln()), ("x", -0.1)]),
+            (
+                "4",
+                &[
+                    ("4", (0.6f64).ln()),
+                    ("5", (0.2f64).ln()),
+                    ("3", (0.2f64).ln()),
+                    ("x", -0.1),
+                ],
+            ),
             ("}", &[]),
         ]);
         let v = parse(&r, content).unwrap();
@@ -157,7 +202,11 @@ mod tests {
         // E[s] = 0.6·4 + 0.2·5 + 0.2·3 = 4.0 over a mass of 1.0.
         assert!((o.detail["weighted_score"].as_f64().unwrap() - 4.0).abs() < 1e-9);
         assert!((o.value - 0.75).abs() < 1e-9);
-        let skewed = lp(&[(r#"{"reason": "ok", "score": "#, &[]), ("4", &[("4", (0.5f64).ln()), ("5", (0.5f64).ln())]), ("}", &[])]);
+        let skewed = lp(&[
+            (r#"{"reason": "ok", "score": "#, &[]),
+            ("4", &[("4", (0.5f64).ln()), ("5", (0.5f64).ln())]),
+            ("}", &[]),
+        ]);
         let o = compute(&r, &v, content, Some(&skewed));
         assert!((o.value - 0.875).abs() < 1e-9, "{o:?}");
     }
@@ -170,10 +219,17 @@ mod tests {
         let wrong = lp(&[("{}", &[])]);
         assert_eq!(weighted_score(&r, content, &wrong, 4), None);
         // Score split across tokens with a neighbour.
-        let merged = lp(&[(r#"{"reason": "ok", "score":"#, &[]), (" 4}", &[("4", 0.0)])]);
+        let merged = lp(&[
+            (r#"{"reason": "ok", "score":"#, &[]),
+            (" 4}", &[("4", 0.0)]),
+        ]);
         assert_eq!(weighted_score(&r, content, &merged, 4), None);
         // A leading-space score token is fine.
-        let spaced = lp(&[(r#"{"reason": "ok", "score":"#, &[]), (" 4", &[(" 4", 0.0), (" 2", 0.0)]), ("}", &[])]);
+        let spaced = lp(&[
+            (r#"{"reason": "ok", "score":"#, &[]),
+            (" 4", &[(" 4", 0.0), (" 2", 0.0)]),
+            ("}", &[]),
+        ]);
         assert_eq!(weighted_score(&r, content, &spaced, 4), Some((3.0, 2.0)));
     }
 
@@ -185,21 +241,43 @@ mod tests {
 
     #[test]
     fn relevancy_and_faithfulness_shares() {
-        let st = |s: &str, r| Statement { statement: s.into(), relevant: r };
+        let st = |s: &str, r| Statement {
+            statement: s.into(),
+            relevant: r,
+        };
         let v = Verdict::Relevancy(RelevancyVerdict {
-            statements: vec![st("a", YesNo::Yes), st("b", YesNo::No), st("c", YesNo::Idk), st("d", YesNo::No)],
+            statements: vec![
+                st("a", YesNo::Yes),
+                st("b", YesNo::No),
+                st("c", YesNo::Idk),
+                st("d", YesNo::No),
+            ],
             reason: "r".into(),
         });
         assert_eq!(compute(&rubric("relevancy"), &v, "", None).value, 0.5);
-        let empty = Verdict::Relevancy(RelevancyVerdict { statements: vec![], reason: "r".into() });
+        let empty = Verdict::Relevancy(RelevancyVerdict {
+            statements: vec![],
+            reason: "r".into(),
+        });
         assert_eq!(compute(&rubric("relevancy"), &empty, "", None).value, 0.0);
-        let cl = |s: &str, r| Claim { claim: s.into(), supported: r };
+        let cl = |s: &str, r| Claim {
+            claim: s.into(),
+            supported: r,
+        };
         let v = Verdict::Faithfulness(FaithfulnessVerdict {
-            claims: vec![cl("a", YesNo::Yes), cl("b", YesNo::Idk), cl("c", YesNo::Yes), cl("d", YesNo::No)],
+            claims: vec![
+                cl("a", YesNo::Yes),
+                cl("b", YesNo::Idk),
+                cl("c", YesNo::Yes),
+                cl("d", YesNo::No),
+            ],
             reason: "r".into(),
         });
         assert_eq!(compute(&rubric("faithfulness"), &v, "", None).value, 0.5);
-        let none = Verdict::Faithfulness(FaithfulnessVerdict { claims: vec![], reason: "r".into() });
+        let none = Verdict::Faithfulness(FaithfulnessVerdict {
+            claims: vec![],
+            reason: "r".into(),
+        });
         assert_eq!(compute(&rubric("faithfulness"), &none, "", None).value, 1.0);
     }
 

@@ -84,12 +84,19 @@ pub fn parse(rubric: &Rubric, reply: &str) -> Result<Verdict, String> {
             let v: RubricVerdict = serde_json::from_str(text).map_err(json_err)?;
             let [lo, hi] = rubric.score_range;
             if !(lo..=hi).contains(&v.score) {
-                return Err(format!("`score` is {} but must be an integer from {lo} to {hi}", v.score));
+                return Err(format!(
+                    "`score` is {} but must be an integer from {lo} to {hi}",
+                    v.score
+                ));
             }
             Ok(Verdict::Rubric(v))
         }
-        MetricKind::Relevancy => Ok(Verdict::Relevancy(serde_json::from_str(text).map_err(json_err)?)),
-        MetricKind::Faithfulness => Ok(Verdict::Faithfulness(serde_json::from_str(text).map_err(json_err)?)),
+        MetricKind::Relevancy => Ok(Verdict::Relevancy(
+            serde_json::from_str(text).map_err(json_err)?,
+        )),
+        MetricKind::Faithfulness => Ok(Verdict::Faithfulness(
+            serde_json::from_str(text).map_err(json_err)?,
+        )),
     }
 }
 
@@ -109,14 +116,24 @@ mod tests {
     #[test]
     fn accepts_exact_objects() {
         let v = parse(&rubric("rubric"), " {\"reason\": \"ok\", \"score\": 4}\n").unwrap();
-        assert_eq!(v, Verdict::Rubric(RubricVerdict { reason: "ok".into(), score: 4 }));
+        assert_eq!(
+            v,
+            Verdict::Rubric(RubricVerdict {
+                reason: "ok".into(),
+                score: 4
+            })
+        );
         let v = parse(
             &rubric("relevancy"),
             r#"{"statements": [{"statement": "a", "relevant": "yes"}, {"statement": "b", "relevant": "idk"}], "reason": "r"}"#,
         )
         .unwrap();
         assert_eq!(v.reason(), "r");
-        let v = parse(&rubric("faithfulness"), r#"{"claims": [], "reason": "none"}"#).unwrap();
+        let v = parse(
+            &rubric("faithfulness"),
+            r#"{"claims": [], "reason": "none"}"#,
+        )
+        .unwrap();
         assert!(matches!(v, Verdict::Faithfulness(f) if f.claims.is_empty()));
     }
 
@@ -125,9 +142,15 @@ mod tests {
         let r = rubric("rubric");
         for (reply, word) in [
             ("The answer is good. Score: 5", "starts with"),
-            ("```json\n{\"reason\": \"ok\", \"score\": 4}\n```", "starts with"),
+            (
+                "```json\n{\"reason\": \"ok\", \"score\": 4}\n```",
+                "starts with",
+            ),
             ("{\"reason\": \"ok\", \"sco", "EOF"),
-            ("{\"reason\": \"ok\", \"score\": 4, \"extra\": 1}", "unknown field"),
+            (
+                "{\"reason\": \"ok\", \"score\": 4, \"extra\": 1}",
+                "unknown field",
+            ),
             ("{\"reason\": \"ok\", \"score\": 9}", "from 1 to 5"),
             ("{\"reason\": \"ok\", \"score\": \"4\"}", "invalid type"),
             ("{\"reason\": \"ok\"}", "missing field"),
@@ -136,8 +159,11 @@ mod tests {
             let err = parse(&r, reply).unwrap_err();
             assert!(err.contains(word), "{reply}: {err}");
         }
-        let err = parse(&rubric("relevancy"), r#"{"statements": [{"statement": "a", "relevant": "maybe"}], "reason": ""}"#)
-            .unwrap_err();
+        let err = parse(
+            &rubric("relevancy"),
+            r#"{"statements": [{"statement": "a", "relevant": "maybe"}], "reason": ""}"#,
+        )
+        .unwrap_err();
         assert!(err.contains("unknown variant"), "{err}");
     }
 

@@ -33,13 +33,16 @@ impl Fields<'_> {
     pub fn missing(&self, rubric: &Rubric) -> Option<Field> {
         match rubric.metric {
             MetricKind::Faithfulness => {
-                let has = rubric
-                    .fields
-                    .iter()
-                    .any(|f| matches!(f, Field::Context | Field::Reference) && self.get(*f).is_some());
+                let has = rubric.fields.iter().any(|f| {
+                    matches!(f, Field::Context | Field::Reference) && self.get(*f).is_some()
+                });
                 (!has).then_some(Field::Context)
             }
-            _ => rubric.fields.iter().copied().find(|f| self.get(*f).is_none()),
+            _ => rubric
+                .fields
+                .iter()
+                .copied()
+                .find(|f| self.get(*f).is_none()),
         }
     }
 }
@@ -99,20 +102,24 @@ fn instructions(rubric: &Rubric) -> String {
                  {{\"reason\": \"<one or two sentences>\", \"score\": <integer from {lo} (worst) to {hi} (best)>}}."
             )
         }
-        MetricKind::Relevancy => "You are a strict evaluation judge. Split the answer into its separate statements. \
+        MetricKind::Relevancy => {
+            "You are a strict evaluation judge. Split the answer into its separate statements. \
              For each statement decide whether it helps answer the question: \"yes\" (relevant), \
              \"no\" (irrelevant) or \"idk\" (ambiguous, supporting detail).\n\
              Reply with one JSON object and nothing else: \
              {\"statements\": [{\"statement\": \"...\", \"relevant\": \"yes\"|\"no\"|\"idk\"}], \
              \"reason\": \"<one sentence>\"}."
-            .into(),
-        MetricKind::Faithfulness => "You are a strict evaluation judge. List the factual claims the answer makes. \
+                .into()
+        }
+        MetricKind::Faithfulness => {
+            "You are a strict evaluation judge. List the factual claims the answer makes. \
              For each claim decide whether the context and reference below support it: \"yes\" \
              (supported), \"no\" (contradicted) or \"idk\" (not stated there).\n\
              Reply with one JSON object and nothing else: \
              {\"claims\": [{\"claim\": \"...\", \"supported\": \"yes\"|\"no\"|\"idk\"}], \
              \"reason\": \"<one sentence>\"}."
-            .into(),
+                .into()
+        }
     }
 }
 
@@ -125,14 +132,22 @@ pub fn messages(rubric: &Rubric, fields: &Fields<'_>) -> Vec<Value> {
             user.push_str(&format!("{}. {}\n", i + 1, s.trim()));
         }
     }
-    for f in [Field::Input, Field::Context, Field::Reference, Field::Answer] {
+    for f in [
+        Field::Input,
+        Field::Context,
+        Field::Reference,
+        Field::Answer,
+    ] {
         if rubric.fields.contains(&f) {
             if let Some(text) = fields.get(f) {
                 user.push_str(&format!("\n{}:\n{}\n", f.label(), text.trim()));
             }
         }
     }
-    vec![json!({"role": "system", "content": instructions(rubric)}), json!({"role": "user", "content": user})]
+    vec![
+        json!({"role": "system", "content": instructions(rubric)}),
+        json!({"role": "user", "content": user}),
+    ]
 }
 
 /// The full request body. Temperature 0; `response_format` and logprobs per the settings.
@@ -180,34 +195,61 @@ mod tests {
             "metric = \"rubric\"\ncriteria = \"Is it correct?\"\nevaluation_steps = [\"Compare numbers\"]\nfields = [\"input\", \"answer\", \"reference\"]\n",
             "correctness",
         );
-        let f = Fields { input: Some("Torque?"), answer: "40 Nm", reference: Some("45 Nm"), context: Some("secret") };
+        let f = Fields {
+            input: Some("Torque?"),
+            answer: "40 Nm",
+            reference: Some("45 Nm"),
+            context: Some("secret"),
+        };
         let m = messages(&r, &f);
         let user = m[1]["content"].as_str().unwrap();
         assert!(user.contains("1. Compare numbers"));
         assert!(user.contains("Question:\nTorque?"));
         assert!(user.contains("Reference answer:\n45 Nm"));
-        assert!(!user.contains("secret"), "context is not in this rubric's fields");
+        assert!(
+            !user.contains("secret"),
+            "context is not in this rubric's fields"
+        );
         let b = body(&JudgeSettings::default(), &r, m);
         assert_eq!(b["temperature"], 0);
         assert_eq!(b["top_logprobs"], 10);
-        assert_eq!(b["response_format"]["json_schema"]["schema"]["properties"]["score"]["enum"], json!([1, 2, 3, 4, 5]));
+        assert_eq!(
+            b["response_format"]["json_schema"]["schema"]["properties"]["score"]["enum"],
+            json!([1, 2, 3, 4, 5])
+        );
     }
 
     #[test]
     fn missing_fields() {
-        let r = rubric("metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\", \"reference\"]\n", "c");
-        let f = Fields { answer: "a", ..Default::default() };
+        let r = rubric(
+            "metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\", \"reference\"]\n",
+            "c",
+        );
+        let f = Fields {
+            answer: "a",
+            ..Default::default()
+        };
         assert_eq!(f.missing(&r), Some(Field::Reference));
         let r = rubric("metric = \"faithfulness\"\ncriteria = \"c\"\nfields = [\"answer\", \"context\", \"reference\"]\n", "f");
         assert_eq!(f.missing(&r), Some(Field::Context));
-        let f = Fields { answer: "a", reference: Some("r"), ..Default::default() };
+        let f = Fields {
+            answer: "a",
+            reference: Some("r"),
+            ..Default::default()
+        };
         assert_eq!(f.missing(&r), None);
     }
 
     #[test]
     fn no_logprobs_for_list_metrics_and_no_schema_when_off() {
-        let r = rubric("metric = \"relevancy\"\ncriteria = \"c\"\nfields = [\"input\", \"answer\"]\n", "relevancy");
-        let s = JudgeSettings { json_schema: false, ..Default::default() };
+        let r = rubric(
+            "metric = \"relevancy\"\ncriteria = \"c\"\nfields = [\"input\", \"answer\"]\n",
+            "relevancy",
+        );
+        let s = JudgeSettings {
+            json_schema: false,
+            ..Default::default()
+        };
         let b = body(&s, &r, vec![]);
         assert!(b.get("logprobs").is_none());
         assert!(b.get("response_format").is_none());

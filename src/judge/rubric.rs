@@ -85,36 +85,56 @@ fn default_threshold() -> f64 {
 impl Rubric {
     /// Parses and checks one rubric file's text; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, JudgeError> {
-        let bad = |reason: String| JudgeError::Rubric { path: path.to_owned(), reason };
+        let bad = |reason: String| JudgeError::Rubric {
+            path: path.to_owned(),
+            reason,
+        };
         let mut r: Rubric = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if r.name.is_empty() {
             r.name = stem;
         } else if r.name != stem {
-            return Err(bad(format!("field `name` is `{}` but the file is named `{stem}.toml`", r.name)));
+            return Err(bad(format!(
+                "field `name` is `{}` but the file is named `{stem}.toml`",
+                r.name
+            )));
         }
         if r.criteria.trim().is_empty() {
             return Err(bad("field `criteria` is empty".into()));
         }
         if !(0.0..=1.0).contains(&r.threshold) {
-            return Err(bad(format!("field `threshold` = {} is outside 0..1", r.threshold)));
+            return Err(bad(format!(
+                "field `threshold` = {} is outside 0..1",
+                r.threshold
+            )));
         }
         let [lo, hi] = r.score_range;
         if r.metric == MetricKind::Rubric && (lo >= hi || hi - lo > 100) {
-            return Err(bad(format!("field `score_range` = [{lo}, {hi}] must be increasing and span at most 100")));
+            return Err(bad(format!(
+                "field `score_range` = [{lo}, {hi}] must be increasing and span at most 100"
+            )));
         }
         if !r.fields.contains(&Field::Answer) {
             return Err(bad("field `fields` must include \"answer\"".into()));
         }
         let needs = match r.metric {
             MetricKind::Relevancy => r.fields.contains(&Field::Input),
-            MetricKind::Faithfulness => r.fields.contains(&Field::Context) || r.fields.contains(&Field::Reference),
+            MetricKind::Faithfulness => {
+                r.fields.contains(&Field::Context) || r.fields.contains(&Field::Reference)
+            }
             MetricKind::Rubric => true,
         };
         if !needs {
             return Err(bad(match r.metric {
-                MetricKind::Relevancy => "a relevancy rubric's `fields` must include \"input\"".into(),
-                _ => "a faithfulness rubric's `fields` must include \"context\" or \"reference\"".into(),
+                MetricKind::Relevancy => {
+                    "a relevancy rubric's `fields` must include \"input\"".into()
+                }
+                _ => "a faithfulness rubric's `fields` must include \"context\" or \"reference\""
+                    .into(),
             }));
         }
         Ok(r)
@@ -129,8 +149,10 @@ impl Rubric {
 
 /// Loads every `*.toml` in `dir`, keyed by rubric name.
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Rubric>, JudgeError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| JudgeError::Rubric { path: dir.to_owned(), reason: format!("cannot read the judges folder: {e}") })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| JudgeError::Rubric {
+        path: dir.to_owned(),
+        reason: format!("cannot read the judges folder: {e}"),
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -138,8 +160,10 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Rubric>, JudgeError> {
     paths.sort();
     let mut out = BTreeMap::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| JudgeError::Rubric { path: path.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| JudgeError::Rubric {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let rubric = Rubric::parse(&text, &path)?;
         out.insert(rubric.name.clone(), rubric);
     }
@@ -166,10 +190,13 @@ mod tests {
 
     #[test]
     fn name_defaults_to_the_stem_and_must_match_it() {
-        let r = parse("metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"input\", \"answer\"]\n").unwrap();
+        let r = parse("metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"input\", \"answer\"]\n")
+            .unwrap();
         assert_eq!(r.name, "correctness");
         assert_eq!(r.score_range, [1, 5]);
-        let err = parse("name = \"x\"\nmetric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\"]\n").unwrap_err();
+        let err =
+            parse("name = \"x\"\nmetric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\"]\n")
+                .unwrap_err();
         assert!(err.to_string().contains("judges/correctness.toml"), "{err}");
         assert!(err.to_string().contains("name"), "{err}");
     }
@@ -192,7 +219,10 @@ mod tests {
 
     #[test]
     fn normalise_maps_the_range_to_unit_interval() {
-        let r = parse("metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\"]\nscore_range = [1, 5]\n").unwrap();
+        let r = parse(
+            "metric = \"rubric\"\ncriteria = \"c\"\nfields = [\"answer\"]\nscore_range = [1, 5]\n",
+        )
+        .unwrap();
         assert_eq!(r.normalise(1.0), 0.0);
         assert_eq!(r.normalise(5.0), 1.0);
         assert_eq!(r.normalise(3.0), 0.5);

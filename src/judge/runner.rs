@@ -86,13 +86,23 @@ struct Reply {
 impl JudgeRunner {
     /// Loads the rubrics in `judges_dir` and opens the cache (`settings.cache_file`, else
     /// `<cache_dir>/judge.jsonl`).
-    pub fn new(settings: JudgeSettings, judges_dir: &Path, cache_dir: &Path) -> Result<Self, JudgeError> {
+    pub fn new(
+        settings: JudgeSettings,
+        judges_dir: &Path,
+        cache_dir: &Path,
+    ) -> Result<Self, JudgeError> {
         settings.validate().map_err(JudgeError::Settings)?;
-        let rubrics = rubric::load_dir(judges_dir)?.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let rubrics = rubric::load_dir(judges_dir)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         let cache = match settings.cache {
             CacheMode::Off => None,
             mode => {
-                let path = settings.cache_file.clone().unwrap_or_else(|| cache_dir.join("judge.jsonl"));
+                let path = settings
+                    .cache_file
+                    .clone()
+                    .unwrap_or_else(|| cache_dir.join("judge.jsonl"));
                 Some(Cache::open(&path, mode != CacheMode::Replay)?)
             }
         };
@@ -116,7 +126,11 @@ impl JudgeRunner {
             errors: AtomicU64::new(0),
             repairs: AtomicU64::new(0),
         };
-        Ok(Self { inner: Arc::new(inner), rubrics, runtime })
+        Ok(Self {
+            inner: Arc::new(inner),
+            rubrics,
+            runtime,
+        })
     }
 
     /// The loaded rubrics, by name.
@@ -126,15 +140,25 @@ impl JudgeRunner {
 
     /// Scores every item; one `Score` per item, in order. Never panics on a judge failure.
     pub fn score(&self, items: &[JudgeItem<'_>]) -> Vec<Score> {
-        self.inner.items.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.inner
+            .items
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         let mut out: Vec<Option<Score>> = vec![None; items.len()];
         let mut jobs = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let scorer = format!("judge.{}", item.rubric);
             let Some(rubric) = self.rubrics.get(item.rubric) else {
                 let known: Vec<&str> = self.rubrics.keys().map(String::as_str).collect();
-                let msg = format!("unknown rubric `{}`; judges/ has: {}", item.rubric, known.join(", "));
-                out[i] = Some(self.inner.error(Score::scorer_error(scorer, item.threshold.unwrap_or(0.5), msg)));
+                let msg = format!(
+                    "unknown rubric `{}`; judges/ has: {}",
+                    item.rubric,
+                    known.join(", ")
+                );
+                out[i] = Some(self.inner.error(Score::scorer_error(
+                    scorer,
+                    item.threshold.unwrap_or(0.5),
+                    msg,
+                )));
                 continue;
             };
             let threshold = item.threshold.unwrap_or(rubric.threshold);
@@ -147,11 +171,19 @@ impl JudgeRunner {
             };
             if let Some(missing) = fields.missing(rubric) {
                 self.inner.skipped.fetch_add(1, Ordering::Relaxed);
-                let msg = format!("not judged: the case has no {}", missing.label().to_lowercase());
+                let msg = format!(
+                    "not judged: the case has no {}",
+                    missing.label().to_lowercase()
+                );
                 out[i] = Some(Score::skipped(scorer, msg));
                 continue;
             }
-            jobs.push((i, rubric.clone(), prompt::messages(rubric, &fields), threshold));
+            jobs.push((
+                i,
+                rubric.clone(),
+                prompt::messages(rubric, &fields),
+                threshold,
+            ));
         }
         let inner = self.inner.clone();
         let run = async move {
@@ -170,7 +202,11 @@ impl JudgeRunner {
         };
         let done = if tokio::runtime::Handle::try_current().is_ok() {
             // Called from inside a runtime (an async harness): block on our own in a plain thread.
-            std::thread::scope(|s| s.spawn(|| self.runtime.block_on(run)).join().unwrap_or_default())
+            std::thread::scope(|s| {
+                s.spawn(|| self.runtime.block_on(run))
+                    .join()
+                    .unwrap_or_default()
+            })
         } else {
             self.runtime.block_on(run)
         };
@@ -229,8 +265,12 @@ impl Inner {
         let scorer = format!("judge.{}", rubric.name);
         let mut exchange = Vec::new();
         let fail = |exchange: Vec<Value>, msg: String| {
-            let data = json!({"rubric": rubric.name, "metric": rubric.metric, "exchange": exchange});
-            self.error(Score::scorer_error(scorer.clone(), threshold, format!("judge error: {msg}")).with_data(data))
+            let data =
+                json!({"rubric": rubric.name, "metric": rubric.metric, "exchange": exchange});
+            self.error(
+                Score::scorer_error(scorer.clone(), threshold, format!("judge error: {msg}"))
+                    .with_data(data),
+            )
         };
         let mut messages = messages;
         for round in 0..2 {
@@ -240,7 +280,10 @@ impl Inner {
                 Err(e) => return fail(exchange, e.to_string()),
             };
             let choice = &reply.response["choices"][0];
-            let content = choice["message"]["content"].as_str().unwrap_or_default().to_owned();
+            let content = choice["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             exchange.push(json!({
                 "messages": messages,
                 "reply": content,
@@ -250,7 +293,12 @@ impl Inner {
             }));
             match parse::parse(rubric, &content) {
                 Ok(verdict) => {
-                    let o = metric::compute(rubric, &verdict, &content, choice.get("logprobs").filter(|v| !v.is_null()));
+                    let o = metric::compute(
+                        rubric,
+                        &verdict,
+                        &content,
+                        choice.get("logprobs").filter(|v| !v.is_null()),
+                    );
                     self.scored.fetch_add(1, Ordering::Relaxed);
                     let data = json!({
                         "rubric": rubric.name,
@@ -267,7 +315,12 @@ impl Inner {
                     self.repairs.fetch_add(1, Ordering::Relaxed);
                     messages = prompt::repair(messages, &content, &err);
                 }
-                Err(err) => return fail(exchange, format!("reply unparseable after one repair round: {err}")),
+                Err(err) => {
+                    return fail(
+                        exchange,
+                        format!("reply unparseable after one repair round: {err}"),
+                    )
+                }
             }
         }
         fail(exchange, "no reply".into())
@@ -281,7 +334,10 @@ impl Inner {
             if matches!(mode, CacheMode::Use | CacheMode::Replay) {
                 if let Some(response) = cache.get(&key) {
                     self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Reply { response, cached: true });
+                    return Ok(Reply {
+                        response,
+                        cached: true,
+                    });
                 }
             }
             if mode == CacheMode::Replay {
@@ -289,7 +345,11 @@ impl Inner {
             }
         }
         let response = {
-            let _permit = self.permits.acquire().await.map_err(|e| CallError::Transport(e.to_string()))?;
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
             self.client.chat(body).await?
         };
         if let Some(cache) = &self.cache {
@@ -301,6 +361,9 @@ impl Inner {
                 response: response.clone(),
             });
         }
-        Ok(Reply { response, cached: false })
+        Ok(Reply {
+            response,
+            cached: false,
+        })
     }
 }

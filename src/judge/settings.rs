@@ -32,7 +32,9 @@ impl std::str::FromStr for CacheMode {
             "refresh" => Ok(CacheMode::Refresh),
             "off" => Ok(CacheMode::Off),
             "replay" => Ok(CacheMode::Replay),
-            other => Err(format!("unknown judge cache mode `{other}`: expected use, refresh, off or replay")),
+            other => Err(format!(
+                "unknown judge cache mode `{other}`: expected use, refresh, off or replay"
+            )),
         }
     }
 }
@@ -123,7 +125,10 @@ impl JudgeSettings {
     /// Checks the values that would otherwise fail later with a less clear message.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!("judge.url `{}` must start with http:// or https://", self.url));
+            return Err(format!(
+                "judge.url `{}` must start with http:// or https://",
+                self.url
+            ));
         }
         if self.model.trim().is_empty() {
             return Err("judge.model is empty".into());
@@ -188,9 +193,15 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let s = JudgeSettings { concurrency: 0, ..Default::default() };
+        let s = JudgeSettings {
+            concurrency: 0,
+            ..Default::default()
+        };
         assert!(s.validate().unwrap_err().contains("concurrency"));
-        let s = JudgeSettings { url: "localhost:8080".into(), ..Default::default() };
+        let s = JudgeSettings {
+            url: "localhost:8080".into(),
+            ..Default::default()
+        };
         assert!(s.validate().unwrap_err().contains("judge.url"));
     }
 }

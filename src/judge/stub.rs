@@ -122,11 +122,16 @@ impl StubServer {
         let addr = std_listener.local_addr()?;
         let log = Arc::new(StubLog::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let log2 = log.clone();
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
-                let Ok(listener) = TcpListener::from_std(std_listener) else { return };
+                let Ok(listener) = TcpListener::from_std(std_listener) else {
+                    return;
+                };
                 let config = Arc::new(config);
                 let lifetime = tokio::time::sleep(config.lifetime);
                 tokio::pin!(lifetime);
@@ -146,7 +151,12 @@ impl StubServer {
             // Dropping the runtime cancels the connection tasks still running.
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        Ok(Self { addr, log, stop: Some(stop), thread: Some(thread) })
+        Ok(Self {
+            addr,
+            log,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// `http://127.0.0.1:<port>/v1`.
@@ -170,7 +180,10 @@ async fn serve_conn(mut stream: TcpStream, config: Arc<StubConfig>, log: Arc<Stu
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let Some((head_end, content_length, auth, path)) = read_head(&mut stream, &mut buf).await else { return };
+        let Some((head_end, content_length, auth, path)) = read_head(&mut stream, &mut buf).await
+        else {
+            return;
+        };
         while buf.len() < head_end + content_length {
             let mut chunk = [0u8; 8192];
             match stream.read(&mut chunk).await {
@@ -193,7 +206,10 @@ async fn serve_conn(mut stream: TcpStream, config: Arc<StubConfig>, log: Arc<Stu
 }
 
 /// Reads one request head; returns (head length, content length, authorization, path).
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, Option<String>, String)> {
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(usize, usize, Option<String>, String)> {
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
@@ -221,7 +237,13 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, 
     }
 }
 
-async fn write(stream: &mut TcpStream, status: &str, extra: &str, body: &[u8], declared: usize) -> bool {
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    extra: &str,
+    body: &[u8],
+    declared: usize,
+) -> bool {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n{extra}\r\n"
     );
@@ -231,7 +253,13 @@ async fn write(stream: &mut TcpStream, status: &str, extra: &str, body: &[u8], d
 }
 
 /// Answers one request; returns whether to keep the connection.
-async fn respond(stream: &mut TcpStream, path: &str, body: &[u8], config: &StubConfig, log: &StubLog) -> bool {
+async fn respond(
+    stream: &mut TcpStream,
+    path: &str,
+    body: &[u8],
+    config: &StubConfig,
+    log: &StubLog,
+) -> bool {
     log.requests.fetch_add(1, Ordering::Relaxed);
     if path.ends_with("/models") {
         let b = json!({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "vlmtest"}]}).to_string();
@@ -286,13 +314,20 @@ async fn respond(stream: &mut TcpStream, path: &str, body: &[u8], config: &StubC
             false
         }
         Fault::Unauthorized => {
-            let seen = log.auth.lock().ok().and_then(|v| v.last().cloned()).unwrap_or_default();
+            let seen = log
+                .auth
+                .lock()
+                .ok()
+                .and_then(|v| v.last().cloned())
+                .unwrap_or_default();
             let key = seen.trim_start_matches("Bearer ").to_owned();
-            let b = json!({"error": {"message": format!("Incorrect API key provided: {key}")}}).to_string();
+            let b = json!({"error": {"message": format!("Incorrect API key provided: {key}")}})
+                .to_string();
             write(stream, "401 Unauthorized", "", b.as_bytes(), b.len()).await
         }
         Fault::ProseContent => {
-            let b = completion(&req, "I think the answer looks fine, maybe a 4.".into()).to_string();
+            let b =
+                completion(&req, "I think the answer looks fine, maybe a 4.".into()).to_string();
             write(stream, "200 OK", "", b.as_bytes(), b.len()).await
         }
         Fault::TruncatedContent => {
@@ -312,7 +347,11 @@ async fn respond(stream: &mut TcpStream, path: &str, body: &[u8], config: &StubC
 fn completion(req: &Value, content: String) -> Value {
     let prompt_chars: usize = req["messages"]
         .as_array()
-        .map(|m| m.iter().map(|x| x["content"].as_str().map_or(0, str::len)).sum())
+        .map(|m| {
+            m.iter()
+                .map(|x| x["content"].as_str().map_or(0, str::len))
+                .sum()
+        })
         .unwrap_or(0);
     let mut choice = json!({
         "index": 0,
@@ -360,7 +399,10 @@ fn section<'a>(user: &'a str, label: &str) -> Option<&'a str> {
 }
 
 fn words(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 3).map(str::to_lowercase).collect()
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 3)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 fn numbers(s: &str) -> Vec<String> {
@@ -372,7 +414,11 @@ fn numbers(s: &str) -> Vec<String> {
 }
 
 fn sentences(s: &str) -> Vec<String> {
-    s.split(['.', '!', '?', '\n']).map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    s.split(['.', '!', '?', '\n'])
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The stub's deterministic judgement, shaped by the request's schema.
@@ -384,7 +430,11 @@ fn grade(req: &Value) -> String {
         .unwrap_or_default();
     // A repair request's last user turn is the complaint: grade the original prompt instead.
     let user = if user.starts_with("Your reply could not be used") {
-        req["messages"].as_array().and_then(|m| m.get(1)).and_then(|m| m["content"].as_str()).unwrap_or_default()
+        req["messages"]
+            .as_array()
+            .and_then(|m| m.get(1))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
     } else {
         user
     };
@@ -395,21 +445,32 @@ fn grade(req: &Value) -> String {
         let reference = section(user, "Reference answer").unwrap_or_default();
         let ok = !reference.is_empty() && answer.to_lowercase().contains(&reference.to_lowercase());
         let score = if ok { hi } else { lo };
-        let reason = if ok { "the answer states the reference" } else { "the answer misses the reference" };
+        let reason = if ok {
+            "the answer states the reference"
+        } else {
+            "the answer misses the reference"
+        };
         json!({"reason": reason, "score": score}).to_string()
     } else if system.contains("\"statements\"") {
         let q = words(section(user, "Question").unwrap_or_default());
         let st: Vec<Value> = sentences(answer)
             .into_iter()
             .map(|s| {
-                let rel = if words(&s).iter().any(|w| q.contains(w)) { "yes" } else { "no" };
+                let rel = if words(&s).iter().any(|w| q.contains(w)) {
+                    "yes"
+                } else {
+                    "no"
+                };
                 json!({"statement": s, "relevant": rel})
             })
             .collect();
         json!({"statements": st, "reason": "statements sharing a word with the question are relevant"}).to_string()
     } else {
-        let evidence =
-            format!("{} {}", section(user, "Context").unwrap_or_default(), section(user, "Reference answer").unwrap_or_default());
+        let evidence = format!(
+            "{} {}",
+            section(user, "Context").unwrap_or_default(),
+            section(user, "Reference answer").unwrap_or_default()
+        );
         let known = numbers(&evidence);
         let claims: Vec<Value> = sentences(answer)
             .into_iter()
@@ -423,10 +484,19 @@ fn grade(req: &Value) -> String {
 }
 
 fn score_range(system: &str) -> (i64, i64) {
-    let parse = |s: &str| s.split(|c: char| !c.is_ascii_digit() && c != '-').next().and_then(|n| n.parse().ok());
-    let Some(at) = system.find("integer from ").map(|i| i + 13) else { return (1, 5) };
+    let parse = |s: &str| {
+        s.split(|c: char| !c.is_ascii_digit() && c != '-')
+            .next()
+            .and_then(|n| n.parse().ok())
+    };
+    let Some(at) = system.find("integer from ").map(|i| i + 13) else {
+        return (1, 5);
+    };
     let lo = parse(&system[at..]).unwrap_or(1);
-    let hi = system[at..].find(" to ").and_then(|i| parse(&system[at + i + 4..])).unwrap_or(5);
+    let hi = system[at..]
+        .find(" to ")
+        .and_then(|i| parse(&system[at + i + 4..]))
+        .unwrap_or(5);
     (lo, hi)
 }
 
@@ -450,9 +520,18 @@ mod tests {
     fn grades_by_its_rules() {
         let req = |system: &str, user: &str| json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
         let sys = "Reply {\"reason\": \"..\", \"score\": <integer from 1 (worst) to 5 (best)>}.";
-        let g = grade(&req(sys, "Criteria: c\n\nReference answer:\n45 Nm\n\nAnswer:\nIt is 45 Nm.\n"));
-        assert_eq!(g, r#"{"reason":"the answer states the reference","score":5}"#);
-        let g = grade(&req(sys, "Criteria: c\n\nReference answer:\n45 Nm\n\nAnswer:\nIt is 40 Nm.\n"));
+        let g = grade(&req(
+            sys,
+            "Criteria: c\n\nReference answer:\n45 Nm\n\nAnswer:\nIt is 45 Nm.\n",
+        ));
+        assert_eq!(
+            g,
+            r#"{"reason":"the answer states the reference","score":5}"#
+        );
+        let g = grade(&req(
+            sys,
+            "Criteria: c\n\nReference answer:\n45 Nm\n\nAnswer:\nIt is 40 Nm.\n",
+        ));
         assert!(g.ends_with("\"score\":1}"), "{g}");
         let lp = score_logprobs(r#"{"reason": "x", "score": 4}"#).unwrap();
         assert_eq!(lp["content"][1]["token"], "4");

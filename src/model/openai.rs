@@ -31,15 +31,24 @@ pub struct OpenAiModel {
 impl OpenAiModel {
     /// Parses `openai:<base-url>#<model-name>`, e.g. `openai:http://127.0.0.1:8080/v1#smollm2`.
     pub fn from_spec(spec: &str) -> Result<Self, ModelError> {
-        let rest = spec.strip_prefix("openai:").ok_or_else(|| ModelError::UnknownSpec(spec.to_owned()))?;
+        let rest = spec
+            .strip_prefix("openai:")
+            .ok_or_else(|| ModelError::UnknownSpec(spec.to_owned()))?;
         let (url, model) = rest.rsplit_once('#').ok_or_else(|| {
-            ModelError::Other(format!("model spec `{spec}`: expected `openai:<base-url>#<model-name>`"))
+            ModelError::Other(format!(
+                "model spec `{spec}`: expected `openai:<base-url>#<model-name>`"
+            ))
         })?;
         Self::new(url, model, 8, Duration::from_secs(300))
     }
 
     /// A client for `base_url` (up to `/v1`) and `model`, with `concurrency` requests in flight.
-    pub fn new(base_url: &str, model: &str, concurrency: usize, timeout: Duration) -> Result<Self, ModelError> {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        concurrency: usize,
+        timeout: Duration,
+    ) -> Result<Self, ModelError> {
         let settings = JudgeSettings {
             url: base_url.trim_end_matches('/').to_owned(),
             model: model.to_owned(),
@@ -48,20 +57,38 @@ impl OpenAiModel {
             timeout_s: timeout.as_secs_f64(),
             ..JudgeSettings::default()
         };
-        settings.validate().map_err(|e| ModelError::Other(format!("model spec: {e}")))?;
-        let client = Client::new(&settings, Arc::new(Counters::default())).map_err(|e| ModelError::Other(e.to_string()))?;
+        settings
+            .validate()
+            .map_err(|e| ModelError::Other(format!("model spec: {e}")))?;
+        let client = Client::new(&settings, Arc::new(Counters::default()))
+            .map_err(|e| ModelError::Other(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| ModelError::Other(e.to_string()))?;
-        Ok(Self { base_url: settings.url, model: model.to_owned(), client, concurrency: settings.concurrency, runtime })
+        Ok(Self {
+            base_url: settings.url,
+            model: model.to_owned(),
+            client,
+            concurrency: settings.concurrency,
+            runtime,
+        })
     }
 
     /// The request body for one conversation.
-    pub fn body(&self, messages: &[Message], options: &GenerationOptions) -> Result<Value, ModelError> {
-        let msgs = messages.iter().map(wire_message).collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({"model": self.model, "messages": msgs, "temperature": 0, "max_tokens": options.max_new_tokens}))
+    pub fn body(
+        &self,
+        messages: &[Message],
+        options: &GenerationOptions,
+    ) -> Result<Value, ModelError> {
+        let msgs = messages
+            .iter()
+            .map(wire_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(
+            json!({"model": self.model, "messages": msgs, "temperature": 0, "max_tokens": options.max_new_tokens}),
+        )
     }
 }
 
@@ -74,7 +101,9 @@ fn wire_message(m: &Message) -> Result<Value, ModelError> {
             .iter()
             .map(|p| match p {
                 Part::Text { text } => Ok(json!({"type": "text", "text": text})),
-                Part::Image { image } => Ok(json!({"type": "image_url", "image_url": {"url": data_uri(image)?}})),
+                Part::Image { image } => {
+                    Ok(json!({"type": "image_url", "image_url": {"url": data_uri(image)?}}))
+                }
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Value::Array(parts)
@@ -87,17 +116,30 @@ pub fn data_uri(image: &ImageSource) -> Result<String, ModelError> {
     match image {
         ImageSource::DataUri(uri) => Ok(uri.clone()),
         ImageSource::Path(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| ModelError::Other(format!("cannot read image {}: {e}", path.display())))?;
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+            let bytes = std::fs::read(path).map_err(|e| {
+                ModelError::Other(format!("cannot read image {}: {e}", path.display()))
+            })?;
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let mime = match ext.as_str() {
                 "png" => "image/png",
                 "jpg" | "jpeg" => "image/jpeg",
                 "webp" => "image/webp",
                 "gif" => "image/gif",
-                other => return Err(ModelError::Other(format!("image {}: unknown type `.{other}`", path.display()))),
+                other => {
+                    return Err(ModelError::Other(format!(
+                        "image {}: unknown type `.{other}`",
+                        path.display()
+                    )))
+                }
             };
-            Ok(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+            Ok(format!(
+                "data:{mime};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ))
         }
     }
 }
@@ -108,19 +150,41 @@ impl Model for OpenAiModel {
     }
 
     fn label(&self) -> String {
-        self.model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+        self.model
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 
-    fn generate(&mut self, requests: &[Request<'_>], options: &GenerationOptions) -> Vec<Result<Answer, ModelError>> {
-        let bodies: Vec<Result<Value, ModelError>> = requests.iter().map(|r| self.body(r.messages, options)).collect();
+    fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+    ) -> Vec<Result<Answer, ModelError>> {
+        let bodies: Vec<Result<Value, ModelError>> = requests
+            .iter()
+            .map(|r| self.body(r.messages, options))
+            .collect();
         let client = &self.client;
         let permits = tokio::sync::Semaphore::new(self.concurrency);
         let permits = &permits;
         let calls = bodies.into_iter().map(|b| async move {
             let body = b?;
-            let _permit = permits.acquire().await.map_err(|e| ModelError::Other(e.to_string()))?;
+            let _permit = permits
+                .acquire()
+                .await
+                .map_err(|e| ModelError::Other(e.to_string()))?;
             let start = Instant::now();
-            let v = client.chat(&body).await.map_err(|e| ModelError::Other(format!("endpoint: {e}")))?;
+            let v = client
+                .chat(&body)
+                .await
+                .map_err(|e| ModelError::Other(format!("endpoint: {e}")))?;
             answer(&v, start.elapsed())
         });
         self.runtime.block_on(join_all(calls.collect()))
@@ -148,16 +212,29 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
         }
     })
     .await;
-    out.into_iter().map(|o| o.expect("every future finished")).collect()
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 fn answer(v: &Value, elapsed: Duration) -> Result<Answer, ModelError> {
     let text = v
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
-        .ok_or_else(|| ModelError::Other("endpoint reply has no choices[0].message.content".into()))?;
-    let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0) as usize;
-    Ok(Answer { text: text.to_owned(), prompt_tokens: n("prompt_tokens"), generated_tokens: n("completion_tokens"), elapsed })
+        .ok_or_else(|| {
+            ModelError::Other("endpoint reply has no choices[0].message.content".into())
+        })?;
+    let n = |k: &str| {
+        v.pointer(&format!("/usage/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize
+    };
+    Ok(Answer {
+        text: text.to_owned(),
+        prompt_tokens: n("prompt_tokens"),
+        generated_tokens: n("completion_tokens"),
+        elapsed,
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +249,10 @@ mod tests {
         assert_eq!(m.label(), "smollm2");
         assert!(OpenAiModel::from_spec("openai:http://x/v1").is_err());
         assert!(OpenAiModel::from_spec("openai:ftp://x#m").is_err());
-        assert!(matches!(OpenAiModel::from_spec("gguf:x"), Err(ModelError::UnknownSpec(_))));
+        assert!(matches!(
+            OpenAiModel::from_spec("gguf:x"),
+            Err(ModelError::UnknownSpec(_))
+        ));
     }
 
     #[test]
@@ -182,11 +262,21 @@ mod tests {
         std::fs::write(&img, [0x89, b'P', b'N', b'G']).unwrap();
         let msg = Message {
             role: Role::User,
-            parts: vec![Part::Text { text: "what?".into() }, Part::Image { image: ImageSource::Path(img) }],
+            parts: vec![
+                Part::Text {
+                    text: "what?".into(),
+                },
+                Part::Image {
+                    image: ImageSource::Path(img),
+                },
+            ],
         };
         let w = wire_message(&msg).unwrap();
         assert_eq!(w["content"][0]["text"], "what?");
-        assert_eq!(w["content"][1]["image_url"]["url"], "data:image/png;base64,iVBORw==");
+        assert_eq!(
+            w["content"][1]["image_url"]["url"],
+            "data:image/png;base64,iVBORw=="
+        );
         let text = wire_message(&Message::text(Role::System, "hi")).unwrap();
         assert_eq!(text, json!({"role": "system", "content": "hi"}));
     }

@@ -32,25 +32,42 @@ fn bad(msg: impl Into<String>) -> BadRequest {
 
 /// Parses a request body. `max_tokens_cap` bounds `max_tokens` (and is the default).
 pub fn parse_request(body: &Value, max_tokens_cap: usize) -> Result<ChatRequest, BadRequest> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let msgs = body.get("messages").and_then(Value::as_array).ok_or_else(|| bad("`messages` must be an array"))?;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let msgs = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("`messages` must be an array"))?;
     let mut messages = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("system" | "developer") => Role::System,
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
-            other => return Err(bad(format!("messages[{i}].role: unsupported role {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role: unsupported role {other:?}"
+                )))
+            }
         };
         let parts = match m.get("content") {
             Some(Value::String(s)) => vec![Part::Text { text: s.clone() }],
             Some(Value::Array(parts)) => parts
                 .iter()
                 .enumerate()
-                .map(|(j, p)| parse_part(p).map_err(|e| bad(format!("messages[{i}].content[{j}]: {}", e.0))))
+                .map(|(j, p)| {
+                    parse_part(p).map_err(|e| bad(format!("messages[{i}].content[{j}]: {}", e.0)))
+                })
                 .collect::<Result<_, _>>()?,
             Some(Value::Null) | None => Vec::new(),
-            Some(_) => return Err(bad(format!("messages[{i}].content must be a string or an array of parts"))),
+            Some(_) => {
+                return Err(bad(format!(
+                    "messages[{i}].content must be a string or an array of parts"
+                )))
+            }
         };
         messages.push(Message { role, parts });
     }
@@ -71,22 +88,45 @@ pub fn parse_request(body: &Value, max_tokens_cap: usize) -> Result<ChatRequest,
                 let s = rf
                     .pointer("/json_schema/schema")
                     .ok_or_else(|| bad("response_format.json_schema.schema is missing"))?;
-                Some(Arc::new(Schema::compile(s).map_err(|e| bad(format!("response_format: {e}")))?))
+                Some(Arc::new(
+                    Schema::compile(s).map_err(|e| bad(format!("response_format: {e}")))?,
+                ))
             }
-            other => return Err(bad(format!("response_format.type {other:?} is not supported"))),
+            other => {
+                return Err(bad(format!(
+                    "response_format.type {other:?} is not supported"
+                )))
+            }
         },
     };
     let top_logprobs = match body.get("logprobs").and_then(Value::as_bool) {
-        Some(true) => Some(body.get("top_logprobs").and_then(Value::as_u64).unwrap_or(0).min(20) as usize),
+        Some(true) => Some(
+            body.get("top_logprobs")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(20) as usize,
+        ),
         _ => None,
     };
-    Ok(ChatRequest { model, messages, options: GenOptions { max_tokens, schema, top_logprobs } })
+    Ok(ChatRequest {
+        model,
+        messages,
+        options: GenOptions {
+            max_tokens,
+            schema,
+            top_logprobs,
+        },
+    })
 }
 
 fn parse_part(p: &Value) -> Result<Part, BadRequest> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => Ok(Part::Text {
-            text: p.get("text").and_then(Value::as_str).ok_or_else(|| bad("text part without `text`"))?.to_owned(),
+            text: p
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("text part without `text`"))?
+                .to_owned(),
         }),
         Some("image_url") => {
             let url = p
@@ -97,7 +137,9 @@ fn parse_part(p: &Value) -> Result<Part, BadRequest> {
             if !url.starts_with("data:image/") || !url.contains(";base64,") {
                 return Err(bad("only `data:image/...;base64,...` image URLs are accepted (the server fetches nothing)"));
             }
-            Ok(Part::Image { image: ImageSource::DataUri(url.to_owned()) })
+            Ok(Part::Image {
+                image: ImageSource::DataUri(url.to_owned()),
+            })
         }
         other => Err(bad(format!("part type {other:?} is not supported"))),
     }
@@ -112,14 +154,13 @@ pub fn completion_body(model: &str, created: u64, id: u64, g: &Generation) -> Va
         "logprobs": null,
     });
     if let Some(lps) = &g.logprobs {
-        let entry = |bytes: &[u8], lp: f32| {
-            json!({"token": String::from_utf8_lossy(bytes), "logprob": lp, "bytes": bytes})
-        };
+        let entry = |bytes: &[u8], lp: f32| json!({"token": String::from_utf8_lossy(bytes), "logprob": lp, "bytes": bytes});
         let content: Vec<Value> = lps
             .iter()
             .map(|t| {
                 let mut e = entry(&t.bytes, t.logprob);
-                e["top_logprobs"] = Value::Array(t.top.iter().map(|(b, lp)| entry(b, *lp)).collect());
+                e["top_logprobs"] =
+                    Value::Array(t.top.iter().map(|(b, lp)| entry(b, *lp)).collect());
                 e
             })
             .collect();
@@ -176,11 +217,20 @@ mod tests {
     #[test]
     fn rejects_remote_images_unknown_roles_and_bad_formats_with_a_path() {
         let img = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
-        assert!(parse_request(&img, 10).unwrap_err().0.contains("messages[0].content[0]"));
+        assert!(parse_request(&img, 10)
+            .unwrap_err()
+            .0
+            .contains("messages[0].content[0]"));
         let role = json!({"messages": [{"role": "tool", "content": "x"}]});
-        assert!(parse_request(&role, 10).unwrap_err().0.contains("messages[0].role"));
+        assert!(parse_request(&role, 10)
+            .unwrap_err()
+            .0
+            .contains("messages[0].role"));
         let rf = json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "grammar"}});
-        assert!(parse_request(&rf, 10).unwrap_err().0.contains("response_format"));
+        assert!(parse_request(&rf, 10)
+            .unwrap_err()
+            .0
+            .contains("response_format"));
         let empty = json!({"messages": []});
         assert!(parse_request(&empty, 10).is_err());
     }
@@ -193,13 +243,24 @@ mod tests {
             completion_tokens: 2,
             finish_reason: "stop",
             logprobs: Some(vec![
-                TokenLogprob { bytes: b"{".to_vec(), logprob: -0.1, top: vec![(b"{".to_vec(), -0.1)] },
-                TokenLogprob { bytes: b"}".to_vec(), logprob: -0.2, top: vec![] },
+                TokenLogprob {
+                    bytes: b"{".to_vec(),
+                    logprob: -0.1,
+                    top: vec![(b"{".to_vec(), -0.1)],
+                },
+                TokenLogprob {
+                    bytes: b"}".to_vec(),
+                    logprob: -0.2,
+                    top: vec![],
+                },
             ]),
         };
         let b = completion_body("m", 0, 1, &g);
         assert_eq!(b["usage"]["total_tokens"], 5);
-        assert_eq!(b["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["token"], "{");
+        assert_eq!(
+            b["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["token"],
+            "{"
+        );
         assert_eq!(b["choices"][0]["message"]["content"], "{}");
     }
 }

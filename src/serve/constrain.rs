@@ -28,9 +28,16 @@ pub enum Node {
     AnyObject,
     /// An object with exactly these properties, in this order.
     Object(Vec<(String, usize)>),
-    Array { items: usize, max_items: usize },
-    String { max_len: usize },
-    Number { integer: bool },
+    Array {
+        items: usize,
+        max_items: usize,
+    },
+    String {
+        max_len: usize,
+    },
+    Number {
+        integer: bool,
+    },
     /// One of these JSON texts (compact serialisation), e.g. `"yes"`, `4`, `true`.
     Enum(Vec<Vec<u8>>),
 }
@@ -49,7 +56,9 @@ pub struct SchemaError(pub String);
 impl Schema {
     /// `response_format: {"type": "json_object"}`.
     pub fn any_object() -> Self {
-        Self { nodes: vec![Node::AnyObject] }
+        Self {
+            nodes: vec![Node::AnyObject],
+        }
     }
 
     /// Compiles a JSON schema (the `schema` of a `json_schema` response format).
@@ -75,8 +84,12 @@ impl Schema {
             return Ok(self.push(Node::Enum(vec![c.to_string().into_bytes()])));
         }
         if let Some(e) = obj.get("enum") {
-            let alts: Vec<Vec<u8>> =
-                e.as_array().ok_or_else(|| SchemaError("`enum` must be an array".into()))?.iter().map(|x| x.to_string().into_bytes()).collect();
+            let alts: Vec<Vec<u8>> = e
+                .as_array()
+                .ok_or_else(|| SchemaError("`enum` must be an array".into()))?
+                .iter()
+                .map(|x| x.to_string().into_bytes())
+                .collect();
             if alts.is_empty() || alts.len() > 128 {
                 return Err(SchemaError("`enum` must have 1 to 128 values".into()));
             }
@@ -87,14 +100,20 @@ impl Schema {
             Some("object") => match obj.get("properties").and_then(Value::as_object) {
                 Some(props) if !props.is_empty() => {
                     let order: Vec<String> = match obj.get("required").and_then(Value::as_array) {
-                        Some(req) => req.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                        Some(req) => req
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect(),
                         None => props.keys().cloned().collect(),
                     };
                     let id = self.push(Node::Any);
                     let mut fields = Vec::new();
                     for name in order {
                         let sub = props.get(&name).ok_or_else(|| {
-                            SchemaError(format!("required property `{name}` is not in `properties`"))
+                            SchemaError(format!(
+                                "required property `{name}` is not in `properties`"
+                            ))
                         })?;
                         let child = self.add(sub, depth + 1)?;
                         fields.push((name, child));
@@ -110,15 +129,24 @@ impl Schema {
                     Some(i) => self.add(i, depth + 1)?,
                     None => self.push(Node::Any),
                 };
-                let max_items = obj.get("maxItems").and_then(Value::as_u64).map_or(DEFAULT_MAX_ITEMS, |m| m as usize);
+                let max_items = obj
+                    .get("maxItems")
+                    .and_then(Value::as_u64)
+                    .map_or(DEFAULT_MAX_ITEMS, |m| m as usize);
                 self.nodes[id] = Node::Array { items, max_items };
                 return Ok(id);
             }
             Some("string") => Node::String {
-                max_len: obj.get("maxLength").and_then(Value::as_u64).map_or(DEFAULT_MAX_STRING, |m| m as usize),
+                max_len: obj
+                    .get("maxLength")
+                    .and_then(Value::as_u64)
+                    .map_or(DEFAULT_MAX_STRING, |m| m as usize),
             },
             Some("integer") => {
-                match (obj.get("minimum").and_then(Value::as_i64), obj.get("maximum").and_then(Value::as_i64)) {
+                match (
+                    obj.get("minimum").and_then(Value::as_i64),
+                    obj.get("maximum").and_then(Value::as_i64),
+                ) {
                     (Some(lo), Some(hi)) if lo <= hi && hi - lo <= 200 => {
                         Node::Enum((lo..=hi).map(|i| i.to_string().into_bytes()).collect())
                     }
@@ -139,7 +167,9 @@ impl Schema {
 enum ObjPhase {
     Open,
     /// Matching `"key"` byte `pos` of property `idx`.
-    Key { pos: usize },
+    Key {
+        pos: usize,
+    },
     Colon,
     /// Waiting for `,` or `}` after property `idx`'s value.
     After,
@@ -170,14 +200,40 @@ enum NumPhase {
 enum Frame {
     /// A value of `node` is expected next.
     Value(usize),
-    Obj { node: usize, idx: usize, phase: ObjPhase },
-    AnyObj { phase: AnyPhase, count: usize },
-    Arr { items: usize, max_items: usize, count: usize, phase: AnyPhase, any: bool },
+    Obj {
+        node: usize,
+        idx: usize,
+        phase: ObjPhase,
+    },
+    AnyObj {
+        phase: AnyPhase,
+        count: usize,
+    },
+    Arr {
+        items: usize,
+        max_items: usize,
+        count: usize,
+        phase: AnyPhase,
+        any: bool,
+    },
     /// Inside a string: characters so far, pending escape state, UTF-8 continuation bytes due.
-    Str { len: usize, max_len: usize, esc: u8, cont: u8 },
-    Num { integer: bool, phase: NumPhase, digits: u8 },
+    Str {
+        len: usize,
+        max_len: usize,
+        esc: u8,
+        cont: u8,
+    },
+    Num {
+        integer: bool,
+        phase: NumPhase,
+        digits: u8,
+    },
     /// Matching enum alternatives of `node`: `alive` bitmask, `pos` bytes matched.
-    Lit { node: usize, alive: u128, pos: usize },
+    Lit {
+        node: usize,
+        alive: u128,
+        pos: usize,
+    },
 }
 
 /// The decoding state for one generation.
@@ -192,14 +248,22 @@ pub struct JsonConstraint {
 
 impl JsonConstraint {
     pub fn new(schema: Arc<Schema>) -> Self {
-        Self { schema, stack: vec![Frame::Value(0)], ws_run: 0, tight: false }
+        Self {
+            schema,
+            stack: vec![Frame::Value(0)],
+            ws_run: 0,
+            tight: false,
+        }
     }
 
     /// Whether a complete JSON text has been produced (only end-of-sequence may follow).
     pub fn is_complete(&self) -> bool {
         match self.stack.as_slice() {
             [] => true,
-            [Frame::Num { phase, .. }] => matches!(phase, NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::ExpDigits),
+            [Frame::Num { phase, .. }] => matches!(
+                phase,
+                NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::ExpDigits
+            ),
             [Frame::Lit { node, alive, pos }] => self.lit_complete(*node, *alive, *pos),
             _ => false,
         }
@@ -212,7 +276,9 @@ impl JsonConstraint {
         for f in &mut self.stack {
             match f {
                 Frame::Str { len, max_len, .. } => *max_len = *len,
-                Frame::Arr { count, max_items, .. } => *max_items = *count,
+                Frame::Arr {
+                    count, max_items, ..
+                } => *max_items = *count,
                 Frame::AnyObj { count, .. } => *count = MAX_ANY_KEYS,
                 _ => {}
             }
@@ -232,8 +298,12 @@ impl JsonConstraint {
     }
 
     fn lit_complete(&self, node: usize, alive: u128, pos: usize) -> bool {
-        let Node::Enum(alts) = &self.schema.nodes[node] else { return false };
-        alts.iter().enumerate().any(|(i, a)| alive & (1 << i) != 0 && a.len() == pos)
+        let Node::Enum(alts) = &self.schema.nodes[node] else {
+            return false;
+        };
+        alts.iter()
+            .enumerate()
+            .any(|(i, a)| alive & (1 << i) != 0 && a.len() == pos)
     }
 
     fn ws(&mut self, b: u8) -> Result<(), ()> {
@@ -254,7 +324,10 @@ impl JsonConstraint {
         let t = self.tight;
         match &schema.nodes[node] {
             Node::Any => match b {
-                b'{' => self.stack.push(Frame::AnyObj { phase: AnyPhase::First, count: if t { MAX_ANY_KEYS } else { 0 } }),
+                b'{' => self.stack.push(Frame::AnyObj {
+                    phase: AnyPhase::First,
+                    count: if t { MAX_ANY_KEYS } else { 0 },
+                }),
                 b'[' => self.stack.push(Frame::Arr {
                     items: node,
                     max_items: if t { 0 } else { DEFAULT_MAX_ITEMS },
@@ -262,7 +335,12 @@ impl JsonConstraint {
                     phase: AnyPhase::First,
                     any: true,
                 }),
-                b'"' => self.stack.push(Frame::Str { len: 0, max_len: if t { 0 } else { DEFAULT_MAX_STRING }, esc: 0, cont: 0 }),
+                b'"' => self.stack.push(Frame::Str {
+                    len: 0,
+                    max_len: if t { 0 } else { DEFAULT_MAX_STRING },
+                    esc: 0,
+                    cont: 0,
+                }),
                 b'-' | b'0'..=b'9' => return self.start_number(false, b),
                 b't' | b'f' | b'n' => {
                     let word: &[u8] = match b {
@@ -271,7 +349,11 @@ impl JsonConstraint {
                         _ => b"null",
                     };
                     let id = self.word_node(word);
-                    self.stack.push(Frame::Lit { node: id, alive: 1, pos: 1 });
+                    self.stack.push(Frame::Lit {
+                        node: id,
+                        alive: 1,
+                        pos: 1,
+                    });
                 }
                 _ => return Err(()),
             },
@@ -279,10 +361,17 @@ impl JsonConstraint {
                 if b != b'{' {
                     return Err(());
                 }
-                self.stack.push(Frame::AnyObj { phase: AnyPhase::First, count: if t { MAX_ANY_KEYS } else { 0 } });
+                self.stack.push(Frame::AnyObj {
+                    phase: AnyPhase::First,
+                    count: if t { MAX_ANY_KEYS } else { 0 },
+                });
             }
             Node::Object(_) => {
-                self.stack.push(Frame::Obj { node, idx: 0, phase: ObjPhase::Open });
+                self.stack.push(Frame::Obj {
+                    node,
+                    idx: 0,
+                    phase: ObjPhase::Open,
+                });
                 return self.feed(b);
             }
             Node::Array { items, max_items } => {
@@ -290,28 +379,52 @@ impl JsonConstraint {
                     return Err(());
                 }
                 let max_items = if t { 0 } else { *max_items };
-                self.stack.push(Frame::Arr { items: *items, max_items, count: 0, phase: AnyPhase::First, any: false });
+                self.stack.push(Frame::Arr {
+                    items: *items,
+                    max_items,
+                    count: 0,
+                    phase: AnyPhase::First,
+                    any: false,
+                });
             }
             Node::String { max_len } => {
                 if b != b'"' {
                     return Err(());
                 }
-                self.stack.push(Frame::Str { len: 0, max_len: if t { 0 } else { *max_len }, esc: 0, cont: 0 });
+                self.stack.push(Frame::Str {
+                    len: 0,
+                    max_len: if t { 0 } else { *max_len },
+                    esc: 0,
+                    cont: 0,
+                });
             }
             Node::Number { integer } => return self.start_number(*integer, b),
             Node::Enum(alts) => {
-                let alive: u128 = alts.iter().enumerate().filter(|(_, a)| a.first() == Some(&b)).fold(0, |m, (i, _)| m | (1 << i));
+                let alive: u128 = alts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.first() == Some(&b))
+                    .fold(0, |m, (i, _)| m | (1 << i));
                 if alive == 0 {
                     return Err(());
                 }
-                self.stack.push(Frame::Lit { node, alive, pos: 1 });
+                self.stack.push(Frame::Lit {
+                    node,
+                    alive,
+                    pos: 1,
+                });
             }
         }
         Ok(())
     }
 
     fn word_node(&mut self, word: &[u8]) -> usize {
-        if let Some(i) = self.schema.nodes.iter().position(|n| matches!(n, Node::Enum(a) if a.len() == 1 && a[0] == word)) {
+        if let Some(i) = self
+            .schema
+            .nodes
+            .iter()
+            .position(|n| matches!(n, Node::Enum(a) if a.len() == 1 && a[0] == word))
+        {
             return i;
         }
         let mut s = (*self.schema).clone();
@@ -327,13 +440,19 @@ impl JsonConstraint {
             b'1'..=b'9' => NumPhase::Int,
             _ => return Err(()),
         };
-        self.stack.push(Frame::Num { integer, phase, digits: u8::from(b != b'-') });
+        self.stack.push(Frame::Num {
+            integer,
+            phase,
+            digits: u8::from(b != b'-'),
+        });
         Ok(())
     }
 
     fn feed(&mut self, b: u8) -> Result<(), ()> {
         let is_ws = matches!(b, b' ' | b'\n' | b'\t' | b'\r');
-        let Some(top) = self.stack.last().cloned() else { return Err(()) };
+        let Some(top) = self.stack.last().cloned() else {
+            return Err(());
+        };
         let schema = self.schema.clone();
         let last = self.stack.len() - 1;
         match top {
@@ -346,7 +465,9 @@ impl JsonConstraint {
                 self.start_value(node, b)
             }
             Frame::Obj { node, idx, phase } => {
-                let Node::Object(props) = &schema.nodes[node] else { return Err(()) };
+                let Node::Object(props) = &schema.nodes[node] else {
+                    return Err(());
+                };
                 let set = |s: &mut Self, idx, phase| {
                     s.stack[last] = Frame::Obj { node, idx, phase };
                 };
@@ -355,7 +476,15 @@ impl JsonConstraint {
                         if b != b'{' {
                             return Err(());
                         }
-                        set(self, 0, if props.is_empty() { ObjPhase::After } else { ObjPhase::Key { pos: 0 } });
+                        set(
+                            self,
+                            0,
+                            if props.is_empty() {
+                                ObjPhase::After
+                            } else {
+                                ObjPhase::Key { pos: 0 }
+                            },
+                        );
                         Ok(())
                     }
                     ObjPhase::Key { pos } => {
@@ -364,11 +493,23 @@ impl JsonConstraint {
                         }
                         self.ws_run = 0;
                         let key = &props[idx].0;
-                        let want = if pos == 0 || pos == key.len() + 1 { Some(b'"') } else { key.as_bytes().get(pos - 1).copied() };
+                        let want = if pos == 0 || pos == key.len() + 1 {
+                            Some(b'"')
+                        } else {
+                            key.as_bytes().get(pos - 1).copied()
+                        };
                         if want != Some(b) {
                             return Err(());
                         }
-                        set(self, idx, if pos == key.len() + 1 { ObjPhase::Colon } else { ObjPhase::Key { pos: pos + 1 } });
+                        set(
+                            self,
+                            idx,
+                            if pos == key.len() + 1 {
+                                ObjPhase::Colon
+                            } else {
+                                ObjPhase::Key { pos: pos + 1 }
+                            },
+                        );
                         Ok(())
                     }
                     ObjPhase::Colon => {
@@ -414,24 +555,44 @@ impl JsonConstraint {
                         Ok(())
                     }
                     (AnyPhase::First | AnyPhase::Next, b'"') if count < MAX_ANY_KEYS => {
-                        self.stack[last] = Frame::AnyObj { phase: AnyPhase::Colon, count: count + 1 };
-                        self.stack.push(Frame::Str { len: 0, max_len: 64, esc: 0, cont: 0 });
+                        self.stack[last] = Frame::AnyObj {
+                            phase: AnyPhase::Colon,
+                            count: count + 1,
+                        };
+                        self.stack.push(Frame::Str {
+                            len: 0,
+                            max_len: 64,
+                            esc: 0,
+                            cont: 0,
+                        });
                         Ok(())
                     }
                     (AnyPhase::Colon, b':') => {
-                        self.stack[last] = Frame::AnyObj { phase: AnyPhase::After, count };
+                        self.stack[last] = Frame::AnyObj {
+                            phase: AnyPhase::After,
+                            count,
+                        };
                         let any = self.any_node();
                         self.stack.push(Frame::Value(any));
                         Ok(())
                     }
                     (AnyPhase::After, b',') if count < MAX_ANY_KEYS => {
-                        self.stack[last] = Frame::AnyObj { phase: AnyPhase::Next, count };
+                        self.stack[last] = Frame::AnyObj {
+                            phase: AnyPhase::Next,
+                            count,
+                        };
                         Ok(())
                     }
                     _ => Err(()),
                 }
             }
-            Frame::Arr { items, max_items, count, phase, any } => {
+            Frame::Arr {
+                items,
+                max_items,
+                count,
+                phase,
+                any,
+            } => {
                 if is_ws {
                     return self.ws(b);
                 }
@@ -443,19 +604,41 @@ impl JsonConstraint {
                         Ok(())
                     }
                     (AnyPhase::After, b',') if count < max_items => {
-                        self.stack[last] = Frame::Arr { items, max_items, count, phase: AnyPhase::Next, any };
+                        self.stack[last] = Frame::Arr {
+                            items,
+                            max_items,
+                            count,
+                            phase: AnyPhase::Next,
+                            any,
+                        };
                         Ok(())
                     }
                     (AnyPhase::First | AnyPhase::Next, _) if count < max_items => {
-                        self.stack[last] = Frame::Arr { items, max_items, count: count + 1, phase: AnyPhase::After, any };
+                        self.stack[last] = Frame::Arr {
+                            items,
+                            max_items,
+                            count: count + 1,
+                            phase: AnyPhase::After,
+                            any,
+                        };
                         self.start_value(item_node, b)
                     }
                     _ => Err(()),
                 }
             }
-            Frame::Str { len, max_len, esc, cont } => {
+            Frame::Str {
+                len,
+                max_len,
+                esc,
+                cont,
+            } => {
                 let set = |s: &mut Self, len, esc, cont| {
-                    s.stack[last] = Frame::Str { len, max_len, esc, cont };
+                    s.stack[last] = Frame::Str {
+                        len,
+                        max_len,
+                        esc,
+                        cont,
+                    };
                 };
                 if cont > 0 {
                     if b & 0xC0 != 0x80 {
@@ -482,7 +665,12 @@ impl JsonConstraint {
                         if !b.is_ascii_hexdigit() {
                             return Err(());
                         }
-                        set(self, if esc == 5 { len + 1 } else { len }, if esc == 5 { 0 } else { esc + 1 }, 0);
+                        set(
+                            self,
+                            if esc == 5 { len + 1 } else { len },
+                            if esc == 5 { 0 } else { esc + 1 },
+                            0,
+                        );
                         return Ok(());
                     }
                     _ => {}
@@ -517,7 +705,11 @@ impl JsonConstraint {
                     _ => Err(()),
                 }
             }
-            Frame::Num { integer, phase, digits } => {
+            Frame::Num {
+                integer,
+                phase,
+                digits,
+            } => {
                 use NumPhase::*;
                 let next = match (phase, b) {
                     (Sign, b'0') => Some(Zero),
@@ -532,7 +724,11 @@ impl JsonConstraint {
                 };
                 match next {
                     Some(p) => {
-                        self.stack[last] = Frame::Num { integer, phase: p, digits: digits.saturating_add(1) };
+                        self.stack[last] = Frame::Num {
+                            integer,
+                            phase: p,
+                            digits: digits.saturating_add(1),
+                        };
                         Ok(())
                     }
                     None if matches!(phase, Zero | Int | Frac | ExpDigits) => {
@@ -543,14 +739,20 @@ impl JsonConstraint {
                 }
             }
             Frame::Lit { node, alive, pos } => {
-                let Node::Enum(alts) = &schema.nodes[node] else { return Err(()) };
+                let Node::Enum(alts) = &schema.nodes[node] else {
+                    return Err(());
+                };
                 let next: u128 = alts
                     .iter()
                     .enumerate()
                     .filter(|(i, a)| alive & (1 << i) != 0 && a.get(pos) == Some(&b))
                     .fold(0, |m, (i, _)| m | (1 << i));
                 if next != 0 {
-                    self.stack[last] = Frame::Lit { node, alive: next, pos: pos + 1 };
+                    self.stack[last] = Frame::Lit {
+                        node,
+                        alive: next,
+                        pos: pos + 1,
+                    };
                     Ok(())
                 } else if self.lit_complete(node, alive, pos) {
                     self.stack.pop();
@@ -584,15 +786,27 @@ impl JsonConstraint {
 /// Picks the highest-logit token that keeps the output viable, or an end-of-sequence token once
 /// the JSON is complete. `vocab[id]` is the token's bytes (`None` for special tokens).
 /// Returns `None` only if no token fits (a vocabulary without the needed bytes).
-pub fn pick(constraint: &JsonConstraint, logits: &[f32], vocab: &[Option<Vec<u8>>], eos: &[u32]) -> Option<u32> {
+pub fn pick(
+    constraint: &JsonConstraint,
+    logits: &[f32],
+    vocab: &[Option<Vec<u8>>],
+    eos: &[u32],
+) -> Option<u32> {
     if constraint.is_complete() {
         return eos.first().copied();
     }
-    allowed_by_rank(constraint, logits, vocab, 1).first().copied()
+    allowed_by_rank(constraint, logits, vocab, 1)
+        .first()
+        .copied()
 }
 
 /// The `k` highest-logit tokens that keep the output viable, best first.
-pub fn allowed_by_rank(constraint: &JsonConstraint, logits: &[f32], vocab: &[Option<Vec<u8>>], k: usize) -> Vec<u32> {
+pub fn allowed_by_rank(
+    constraint: &JsonConstraint,
+    logits: &[f32],
+    vocab: &[Option<Vec<u8>>],
+    k: usize,
+) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
@@ -652,21 +866,42 @@ mod tests {
     #[test]
     fn accepts_matching_texts_and_rejects_others() {
         let s = judge_schema();
-        assert_eq!(run(&s, r#"{"reason": "fine \"x\" \u00e9 é", "score": 4}"#), Ok(true));
+        assert_eq!(
+            run(&s, r#"{"reason": "fine \"x\" \u00e9 é", "score": 4}"#),
+            Ok(true)
+        );
         assert_eq!(run(&s, "{\n  \"reason\":\"\",\"score\":5}"), Ok(true));
         assert_eq!(run(&s, r#"{"reason": "fine", "score": 4"#), Ok(false));
-        assert!(run(&s, r#"{"score": 4, "reason": ""}"#).is_err(), "order follows `required`");
+        assert!(
+            run(&s, r#"{"score": 4, "reason": ""}"#).is_err(),
+            "order follows `required`"
+        );
         assert!(run(&s, r#"{"reason": "x", "score": 7}"#).is_err());
-        assert!(run(&s, r#"{"reason": "x", "score": 4} "#).is_err(), "nothing after the end");
+        assert!(
+            run(&s, r#"{"reason": "x", "score": 4} "#).is_err(),
+            "nothing after the end"
+        );
         assert!(run(&s, "The answer").is_err());
-        assert!(run(&s, "{\"reason\": \"a\nb\"").is_err(), "raw control characters");
-        assert!(run(&s, "{      \"reason\"").is_err(), "whitespace runs are capped");
+        assert!(
+            run(&s, "{\"reason\": \"a\nb\"").is_err(),
+            "raw control characters"
+        );
+        assert!(
+            run(&s, "{      \"reason\"").is_err(),
+            "whitespace runs are capped"
+        );
     }
 
     #[test]
     fn any_object_and_nested_values() {
         let s = Schema::any_object();
-        assert_eq!(run(&s, r#"{"a": [1, -2.5e3, true, null, {"b": "c"}], "d": false}"#), Ok(true));
+        assert_eq!(
+            run(
+                &s,
+                r#"{"a": [1, -2.5e3, true, null, {"b": "c"}], "d": false}"#
+            ),
+            Ok(true)
+        );
         assert_eq!(run(&s, "{}"), Ok(true));
         assert!(run(&s, "[1]").is_err());
         assert!(run(&s, r#"{"a": 01}"#).is_err());
@@ -675,7 +910,10 @@ mod tests {
 
     #[test]
     fn arrays_strings_and_enums_respect_caps() {
-        let s = Schema::compile(&json!({"type": "array", "items": {"type": "string", "maxLength": 2}, "maxItems": 2})).unwrap();
+        let s = Schema::compile(
+            &json!({"type": "array", "items": {"type": "string", "maxLength": 2}, "maxItems": 2}),
+        )
+        .unwrap();
         assert_eq!(run(&s, r#"["ab", "c"]"#), Ok(true));
         assert!(run(&s, r#"["abc"]"#).is_err());
         assert!(run(&s, r#"["a", "b", "c"]"#).is_err());
@@ -711,14 +949,20 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_honour() {
-        assert!(Schema::compile(&json!({"type": "object", "properties": {"a": {}}, "required": ["b"]})).is_err());
+        assert!(Schema::compile(
+            &json!({"type": "object", "properties": {"a": {}}, "required": ["b"]})
+        )
+        .is_err());
         assert!(Schema::compile(&json!({"type": "tuple"})).is_err());
     }
 
     /// A toy vocabulary: single bytes, a few JSON-ish multi-byte tokens, prose words, specials.
     fn toy_vocab() -> Vec<Option<Vec<u8>>> {
         let mut v: Vec<Option<Vec<u8>>> = (0x20u8..0x7F).map(|b| Some(vec![b])).collect();
-        for t in ["{\"", "\":", " \"", "\",", "\"}", "reason", "score", " the", " answer", "Hello", "4}", "}\n", "é", "\\u00"] {
+        for t in [
+            "{\"", "\":", " \"", "\",", "\"}", "reason", "score", " the", " answer", "Hello", "4}",
+            "}\n", "é", "\\u00",
+        ] {
             v.push(Some(t.as_bytes().to_vec()));
         }
         v.push(None); // an end-of-sequence special token

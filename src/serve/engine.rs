@@ -53,7 +53,11 @@ pub struct Generation {
 
 /// Greedy generation. Under a schema the output is a prefix of a matching JSON text, and a
 /// complete one when it ends with `stop`.
-pub fn generate(model: &mut dyn LogitsModel, messages: &[Message], opts: &GenOptions) -> Result<Generation, ModelError> {
+pub fn generate(
+    model: &mut dyn LogitsModel,
+    messages: &[Message],
+    opts: &GenOptions,
+) -> Result<Generation, ModelError> {
     let prompt = model.render(messages)?;
     let prompt_ids = model.encode(&prompt)?;
     if prompt_ids.is_empty() {
@@ -79,7 +83,11 @@ pub fn generate(model: &mut dyn LogitsModel, messages: &[Message], opts: &GenOpt
         let id = match &constraint {
             Some(c) => match pick(c, &logits, vocab, &eos) {
                 Some(id) => id,
-                None => return Err(ModelError::Other("no token of the vocabulary continues the JSON".into())),
+                None => {
+                    return Err(ModelError::Other(
+                        "no token of the vocabulary continues the JSON".into(),
+                    ))
+                }
             },
             None => argmax(&logits),
         };
@@ -87,7 +95,11 @@ pub fn generate(model: &mut dyn LogitsModel, messages: &[Message], opts: &GenOpt
             finish = "stop";
             break;
         }
-        let bytes = vocab.get(id as usize).cloned().flatten().unwrap_or_default();
+        let bytes = vocab
+            .get(id as usize)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
         if let (Some(lps), Some(k)) = (lps.as_mut(), opts.top_logprobs) {
             let lse = log_sum_exp(&logits);
             let top_ids = match &constraint {
@@ -96,12 +108,23 @@ pub fn generate(model: &mut dyn LogitsModel, messages: &[Message], opts: &GenOpt
             };
             let top = top_ids
                 .iter()
-                .filter_map(|&t| vocab.get(t as usize).cloned().flatten().map(|b| (b, logits[t as usize] - lse)))
+                .filter_map(|&t| {
+                    vocab
+                        .get(t as usize)
+                        .cloned()
+                        .flatten()
+                        .map(|b| (b, logits[t as usize] - lse))
+                })
                 .collect();
-            lps.push(TokenLogprob { bytes: bytes.clone(), logprob: logits[id as usize] - lse, top });
+            lps.push(TokenLogprob {
+                bytes: bytes.clone(),
+                logprob: logits[id as usize] - lse,
+                top,
+            });
         }
         if let Some(c) = constraint.as_mut() {
-            c.advance(&bytes).map_err(|_| ModelError::Other("constraint rejected its own pick".into()))?;
+            c.advance(&bytes)
+                .map_err(|_| ModelError::Other("constraint rejected its own pick".into()))?;
         }
         out.extend_from_slice(&bytes);
         generated += 1;
@@ -171,9 +194,17 @@ pub fn byte_level_chars() -> [char; 256] {
 /// byte-level alphabet; special (added) tokens are `None`.
 pub fn byte_level_vocab(tokenizer: &tokenizers::Tokenizer) -> Vec<Option<Vec<u8>>> {
     let table = byte_level_chars();
-    let inverse: std::collections::HashMap<char, u8> = table.iter().enumerate().map(|(b, c)| (*c, b as u8)).collect();
-    let specials: std::collections::HashSet<u32> =
-        tokenizer.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+    let inverse: std::collections::HashMap<char, u8> = table
+        .iter()
+        .enumerate()
+        .map(|(b, c)| (*c, b as u8))
+        .collect();
+    let specials: std::collections::HashSet<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| *id)
+        .collect();
     let n = tokenizer.get_vocab_size(true);
     (0..n as u32)
         .map(|id| {
@@ -181,7 +212,9 @@ pub fn byte_level_vocab(tokenizer: &tokenizers::Tokenizer) -> Vec<Option<Vec<u8>
                 return None;
             }
             let s = tokenizer.id_to_token(id)?;
-            s.chars().map(|c| inverse.get(&c).copied()).collect::<Option<Vec<u8>>>()
+            s.chars()
+                .map(|c| inverse.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
         })
         .collect()
 }
@@ -203,7 +236,11 @@ mod tests {
         fn new(script: &str) -> Self {
             let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
             vocab.push(None);
-            Self { vocab, script: script.as_bytes().to_vec(), eos: vec![256] }
+            Self {
+                vocab,
+                script: script.as_bytes().to_vec(),
+                eos: vec![256],
+            }
         }
     }
 
@@ -240,7 +277,15 @@ mod tests {
     #[test]
     fn free_form_runs_to_the_token_limit() {
         let mut m = Scripted::new("Sure! It is 4.");
-        let g = generate(&mut m, &msgs(), &GenOptions { max_tokens: 8, ..Default::default() }).unwrap();
+        let g = generate(
+            &mut m,
+            &msgs(),
+            &GenOptions {
+                max_tokens: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(g.text, "Sure! It");
         assert_eq!(g.finish_reason, "length");
         assert_eq!((g.prompt_tokens, g.completion_tokens), (2, 8));
@@ -255,15 +300,26 @@ mod tests {
         }))
         .unwrap();
         let mut m = Scripted::new("Sure! It is 4.");
-        let opts = GenOptions { max_tokens: 200, schema: Some(Arc::new(schema)), top_logprobs: Some(3) };
+        let opts = GenOptions {
+            max_tokens: 200,
+            schema: Some(Arc::new(schema)),
+            top_logprobs: Some(3),
+        };
         let g = generate(&mut m, &msgs(), &opts).unwrap();
         let v: serde_json::Value = serde_json::from_str(&g.text).unwrap();
-        assert!((1..=3).contains(&v["score"].as_i64().unwrap()), "{}", g.text);
+        assert!(
+            (1..=3).contains(&v["score"].as_i64().unwrap()),
+            "{}",
+            g.text
+        );
         assert_eq!(g.finish_reason, "stop");
         let lps = g.logprobs.unwrap();
         assert_eq!(lps.len(), g.completion_tokens);
         let score_tok = lps.iter().find(|t| t.bytes[0].is_ascii_digit()).unwrap();
-        assert!(score_tok.top.iter().all(|(b, _)| matches!(b.as_slice(), b"1" | b"2" | b"3")));
+        assert!(score_tok
+            .top
+            .iter()
+            .all(|(b, _)| matches!(b.as_slice(), b"1" | b"2" | b"3")));
         assert!(score_tok.logprob <= 0.0);
     }
 

@@ -55,16 +55,28 @@ fn error(status: StatusCode, msg: &str, kind: &str) -> Response {
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": s.name, "object": "model", "created": 0, "owned_by": "vlmtest"}]}))
+    Json(
+        json!({"object": "list", "data": [{"id": s.name, "object": "model", "created": 0, "owned_by": "vlmtest"}]}),
+    )
 }
 
 async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("request body is not JSON: {e}"), "invalid_request_error"),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("request body is not JSON: {e}"),
+                "invalid_request_error",
+            )
+        }
     };
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        return error(StatusCode::BAD_REQUEST, "streaming is not supported", "invalid_request_error");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "streaming is not supported",
+            "invalid_request_error",
+        );
     }
     let req = match api::parse_request(&body, s.max_tokens_cap) {
         Ok(r) => r,
@@ -72,32 +84,56 @@ async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     let state = s.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut model = state.model.lock().map_err(|_| "the model lock is poisoned".to_owned())?;
+        let mut model = state
+            .model
+            .lock()
+            .map_err(|_| "the model lock is poisoned".to_owned())?;
         if req.messages.iter().any(|m| m.images().next().is_some()) && !model.accepts_images() {
-            return Err("this model cannot read images; send text only or serve a vision model".to_owned());
+            return Err(
+                "this model cannot read images; send text only or serve a vision model".to_owned(),
+            );
         }
         engine::generate(model.as_mut(), &req.messages, &req.options).map_err(|e| e.to_string())
     })
     .await;
     match result {
         Ok(Ok(g)) => {
-            let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let created = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             let id = s.next_id.fetch_add(1, Ordering::Relaxed);
             Json(api::completion_body(&s.name, created, id, &g)).into_response()
         }
-        Ok(Err(m)) if m.contains("cannot read images") => error(StatusCode::BAD_REQUEST, &m, "invalid_request_error"),
+        Ok(Err(m)) if m.contains("cannot read images") => {
+            error(StatusCode::BAD_REQUEST, &m, "invalid_request_error")
+        }
         Ok(Err(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, &m, "server_error"),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("generation task failed: {e}"), "server_error"),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("generation task failed: {e}"),
+            "server_error",
+        ),
     }
 }
 
 /// Serves until the process ends.
-pub fn serve_blocking(model: Box<dyn LogitsModel>, config: &ServerConfig, addr: SocketAddr) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+pub fn serve_blocking(
+    model: Box<dyn LogitsModel>,
+    config: &ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let app = router(model, config);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        eprintln!("vlmtest serve: listening on http://{}/v1 (model `{}`)", listener.local_addr()?, config.name);
+        eprintln!(
+            "vlmtest serve: listening on http://{}/v1 (model `{}`)",
+            listener.local_addr()?,
+            config.name
+        );
         axum::serve(listener, app).await
     })
 }
@@ -128,16 +164,25 @@ impl Drop for ServerHandle {
 }
 
 /// Starts a server on `addr` (port 0 picks a free one) on a background thread.
-pub fn spawn(model: Box<dyn LogitsModel>, config: &ServerConfig, addr: SocketAddr) -> std::io::Result<ServerHandle> {
+pub fn spawn(
+    model: Box<dyn LogitsModel>,
+    config: &ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<ServerHandle> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let app = router(model, config);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         rt.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -146,5 +191,9 @@ pub fn spawn(model: Box<dyn LogitsModel>, config: &ServerConfig, addr: SocketAdd
         });
         rt.shutdown_timeout(std::time::Duration::from_millis(200));
     });
-    Ok(ServerHandle { addr, stop: Some(stop), thread: Some(thread) })
+    Ok(ServerHandle {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }

@@ -25,7 +25,10 @@ pub enum ServeError {
     #[error("--adapter is not supported for {0} yet (GGUF models take no LoRA adapter)")]
     AdapterUnsupported(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// `vlmtest serve` arguments.
@@ -98,15 +101,25 @@ pub fn run_serve(args: &ServeArgs) -> Result<(), ServeError> {
     }
     let path = resolve_model(&args.model)?;
     let model = GgufLogits::load(&path)?;
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.model, &path));
-    let config = http::ServerConfig { name, max_tokens_cap: args.max_tokens };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.model, &path));
+    let config = http::ServerConfig {
+        name,
+        max_tokens_cap: args.max_tokens,
+    };
     let addr = SocketAddr::new(args.host, args.port);
-    http::serve_blocking(Box::new(model), &config, addr).map_err(|source| ServeError::Bind { addr, source })
+    http::serve_blocking(Box::new(model), &config, addr)
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn default_name(spec: &str, path: &Path) -> String {
     if spec == "smollm2" || spec.is_empty() {
         return "smollm2".into();
     }
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_owned()
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_owned()
 }

@@ -18,12 +18,18 @@ use vlmtest::serve::GgufLogits;
 fn server() -> ServerHandle {
     let path = ensure_default_model().expect("default model");
     let model = GgufLogits::load(&path).expect("load");
-    let config = ServerConfig { name: "smollm2".into(), max_tokens_cap: 256 };
+    let config = ServerConfig {
+        name: "smollm2".into(),
+        max_tokens_cap: 256,
+    };
     spawn(Box::new(model), &config, "127.0.0.1:0".parse().unwrap()).expect("listen")
 }
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let r = reqwest::Client::new()
@@ -34,11 +40,15 @@ fn post(url: &str, body: &Value) -> (u16, Value) {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        (status, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap())
+        (
+            status,
+            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+        )
     })
 }
 
-const GRADE: &str = "Grade the answer. Question: What is the capital of France? Reference: Paris. Answer: Berlin.";
+const GRADE: &str =
+    "Grade the answer. Question: What is the capital of France? Reference: Paris. Answer: Berlin.";
 
 #[test]
 fn smollm2_replies_parseable_json_under_response_format_with_logprobs() {
@@ -67,10 +77,18 @@ fn smollm2_replies_parseable_json_under_response_format_with_logprobs() {
     assert!(v["reason"].is_string(), "{content}");
     assert!((1..=5).contains(&v["score"].as_i64().unwrap()), "{content}");
     assert_eq!(reply["choices"][0]["finish_reason"], "stop");
-    let tokens = reply["choices"][0]["logprobs"]["content"].as_array().unwrap();
-    let joined: String = tokens.iter().map(|t| t["token"].as_str().unwrap()).collect();
+    let tokens = reply["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    let joined: String = tokens
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
     assert_eq!(joined, content);
-    assert_eq!(reply["usage"]["completion_tokens"].as_u64().unwrap() as usize, tokens.len());
+    assert_eq!(
+        reply["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        tokens.len()
+    );
 
     // json_object mode: any object.
     let mut obj = body.clone();
@@ -86,7 +104,10 @@ fn smollm2_replies_parseable_json_under_response_format_with_logprobs() {
     free.as_object_mut().unwrap().remove("response_format");
     let (_, reply) = post(&s.url(), &free);
     let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(serde_json::from_str::<Value>(content).is_err(), "unexpectedly JSON: {content}");
+    assert!(
+        serde_json::from_str::<Value>(content).is_err(),
+        "unexpectedly JSON: {content}"
+    );
 }
 
 #[test]
@@ -98,10 +119,22 @@ fn bad_requests_get_400_with_a_reason() {
     ]}]});
     let (status, reply) = post(&s.url(), &img);
     assert_eq!(status, 400);
-    assert!(reply["error"]["message"].as_str().unwrap().contains("cannot read images"), "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read images"),
+        "{reply}"
+    );
     let (status, reply) = post(&s.url(), &json!({"messages": "hi"}));
     assert_eq!(status, 400);
-    assert!(reply["error"]["message"].as_str().unwrap().contains("messages"), "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages"),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -127,11 +160,24 @@ fn the_judge_runs_live_against_served_smollm2_and_the_openai_spec_answers() {
         expect: vec![],
         metadata: BTreeMap::new(),
         ignored: false,
-        origin: Origin { file: PathBuf::from("probes/judge.toml"), line: None },
+        origin: Origin {
+            file: PathBuf::from("probes/judge.toml"),
+            line: None,
+        },
     };
     let items = [
-        JudgeItem { case: &case, answer: "The capital of France is Paris.", rubric: "correctness", threshold: None },
-        JudgeItem { case: &case, answer: "The capital of France is Paris.", rubric: "faithfulness", threshold: None },
+        JudgeItem {
+            case: &case,
+            answer: "The capital of France is Paris.",
+            rubric: "correctness",
+            threshold: None,
+        },
+        JudgeItem {
+            case: &case,
+            answer: "The capital of France is Paris.",
+            rubric: "faithfulness",
+            threshold: None,
+        },
     ];
     let scores = runner.score(&items);
     for sc in &scores {
@@ -143,7 +189,16 @@ fn the_judge_runs_live_against_served_smollm2_and_the_openai_spec_answers() {
 
     let mut m = OpenAiModel::from_spec(&format!("openai:{}#smollm2", s.url())).unwrap();
     let msgs = vec![Message::text(Role::User, "What is the capital of France?")];
-    let a = m.generate(&[Request { name: "x".into(), messages: &msgs }], &GenerationOptions { max_new_tokens: 16 });
+    let a = m.generate(
+        &[Request {
+            name: "x".into(),
+            messages: &msgs,
+        }],
+        &GenerationOptions { max_new_tokens: 16 },
+    );
     let a = a.into_iter().next().unwrap().unwrap();
-    assert!(!a.text.is_empty() && a.generated_tokens <= 16 && a.prompt_tokens > 0, "{a:?}");
+    assert!(
+        !a.text.is_empty() && a.generated_tokens <= 16 && a.prompt_tokens > 0,
+        "{a:?}"
+    );
 }

@@ -21,7 +21,7 @@ use crate::case::{hex, Message};
 use crate::lockfile::FileLock;
 
 /// Bumped when anything in this module changes what the model answers.
-const IMPL_VERSION: &str = "gguf-q8_0-greedy-v1";
+pub const IMPL_VERSION: &str = "gguf-q8_0-greedy-v1";
 
 /// A loaded GGUF model with its tokenizer and stop tokens.
 pub struct GgufModel {
@@ -130,8 +130,7 @@ impl GgufModel {
         let stop = gguf_tokenizer::stop_tokens(&content, &tokenizer);
         let device = Device::Cpu;
         let weights = ModelWeights::from_gguf(content, &mut reader, &device).map_err(|e| corrupt(path, e))?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("gguf");
-        let label = format!("{}-q8_0", sanitize_label(stem.split('.').next().unwrap_or(stem)));
+        let label = label_of(path);
         let fingerprint = format!("{IMPL_VERSION}:{source_fp}");
         Ok(Self { weights, tokenizer, stop, fingerprint, label, device })
     }
@@ -204,6 +203,12 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// `SmolLM2-135M-Instruct.Q4_1.gguf` → `smollm2-135m-instruct-q8_0`.
+pub fn label_of(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("gguf");
+    format!("{}-q8_0", sanitize_label(stem.split('.').next().unwrap_or(stem)))
 }
 
 fn sanitize_label(s: &str) -> String {

@@ -9,8 +9,8 @@ pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod openai;
-// pub mod replay;
-// pub mod spec;
+pub mod replay;
+pub mod spec;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,151 @@
+//! The custom libtest harness: every case is a trial named `suite::category::id`, and every suite
+//! has a `suite::report` trial that checks its gates and its insta snapshot.
+//!
+//! Filter first, then infer, then assert: the libtest arguments select trials before any model
+//! is touched; the selected cases are answered in one batched pass (from the answer cache when
+//! possible); each trial then only reports its precomputed verdict. Under `--exact` (how nextest
+//! runs one test per process) the whole suite of the named test is answered, so the first process
+//! fills the cache and later ones find their answers there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+
+use crate::case::Case;
+use crate::config::project_root;
+use crate::report::{self, snapshot, table};
+use crate::session::{Overrides, Session};
+
+/// The name of a suite's aggregate trial.
+pub fn report_trial_name(suite: &str) -> String {
+    format!("{suite}::report")
+}
+
+/// The name of the trial that reports a suite's loading errors.
+pub fn load_trial_name(suite: &str) -> String {
+    format!("{suite}::load")
+}
+
+fn would_run(args: &Arguments, name: &str, ignored: bool) -> bool {
+    let probe = Trial::test(name, || Ok(())).with_ignored_flag(ignored);
+    !args.is_filtered_out(&probe) && (!args.is_ignored(&probe) || args.include_ignored)
+}
+
+/// Runs the harness with the process's arguments; returns the libtest conclusion.
+pub fn run_from_env() -> Conclusion {
+    let args = Arguments::from_args();
+    run(&args)
+}
+
+pub fn run(args: &Arguments) -> Conclusion {
+    let root = project_root();
+    if std::env::var_os("INSTA_WORKSPACE_ROOT").is_none() {
+        // Snapshots live in the project under test, not in vlmtest's own source folder.
+        // SAFETY of set_var: no other thread has started yet.
+        std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
+    }
+    let session = match Session::open(&root, &Overrides::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            return libtest_mimic::run(args, vec![Trial::test("vlmtest::config", move || Err(Failed::from(msg)))]);
+        }
+    };
+    if args.list {
+        return libtest_mimic::run(args, skeleton(&session));
+    }
+
+    // Select: cases whose trial would run, plus every case of a suite whose report would run.
+    let mut selected: BTreeSet<String> = BTreeSet::new();
+    for suite in &session.suites {
+        let whole = would_run(args, &report_trial_name(&suite.name), false)
+            || (args.exact && suite.cases.iter().any(|c| would_run(args, &c.id.test_name(), c.ignored)));
+        for c in &suite.cases {
+            let take = would_run(args, &c.id.test_name(), c.ignored) || (whole && !c.ignored);
+            if take {
+                selected.insert(c.id.test_name());
+            }
+        }
+    }
+    let cases: Vec<&Case> = session.suites.iter().flat_map(|s| &s.cases).filter(|c| selected.contains(&c.id.test_name())).collect();
+    let eval = Arc::new(session.evaluate(&cases, !args.quiet));
+
+    let mut trials = Vec::new();
+    let mut reports = Vec::new();
+    for suite in &session.suites {
+        if !suite.errors.is_empty() {
+            let msg = suite.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            trials.push(Trial::test(load_trial_name(&suite.name), move || Err(Failed::from(msg))));
+        }
+        if suite.cases.is_empty() && suite.errors.is_empty() {
+            let name = suite.name.clone();
+            trials.push(Trial::test(report_trial_name(&suite.name), move || {
+                Err(Failed::from(format!("suite `{name}` has no cases: an empty suite is an error, not a pass")))
+            }));
+            continue;
+        }
+        for c in &suite.cases {
+            let name = c.id.test_name();
+            let verdict = eval.verdicts.get(&name).cloned();
+            let case = c.clone();
+            trials.push(
+                Trial::test(name, move || match verdict {
+                    Some(v) if v.passed => Ok(()),
+                    Some(v) => Err(Failed::from(v.explain(&case))),
+                    None => Err(Failed::from("not evaluated")),
+                })
+                .with_ignored_flag(c.ignored),
+            );
+        }
+        let report_name = report_trial_name(&suite.name);
+        if would_run(args, &report_name, false) {
+            let report = session.report(suite, &eval);
+            let out_dir = report::output_dir(&root);
+            if let Err(e) = report::write_json(&out_dir, &report) {
+                eprintln!("vlmtest: could not write the report of {}: {e}", suite.name);
+            }
+            reports.push(report.clone());
+            let project = root.clone();
+            trials.push(Trial::test(report_name, move || {
+                let failed: Vec<String> = report
+                    .gates
+                    .iter()
+                    .filter(|g| !g.passed)
+                    .map(|g| format!("gate {} = {} is below {:.3}", g.name, g.actual.map_or("missing".into(), |a| format!("{a:.3}")), g.min))
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(Failed::from(failed.join("\n")));
+                }
+                snapshot::assert_matches(&project, &report);
+                Ok(())
+            }));
+        } else {
+            trials.push(Trial::test(report_name, || Ok(())));
+        }
+    }
+    let conclusion = libtest_mimic::run(args, trials);
+    if !reports.is_empty() && !args.quiet {
+        let gen = &eval.stats;
+        println!("\n{}", table::summary(&reports));
+        println!("answers: {} from cache, {} generated, {} failed", gen.from_cache, gen.generated, gen.failed);
+    }
+    conclusion
+}
+
+/// Trials with names only, for `--list` (reads suite files, never the model).
+fn skeleton(session: &Session) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for suite in &session.suites {
+        if !suite.errors.is_empty() {
+            trials.push(Trial::test(load_trial_name(&suite.name), || Ok(())));
+        }
+        for c in &suite.cases {
+            seen.insert(c.id.test_name(), ());
+            trials.push(Trial::test(c.id.test_name(), || Ok(())).with_ignored_flag(c.ignored));
+        }
+        trials.push(Trial::test(report_trial_name(&suite.name), || Ok(())));
+    }
+    trials
+}

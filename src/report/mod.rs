@@ -1,0 +1,101 @@
+//! Stage 4 of the flow: aggregating verdicts into one `Report` per suite — data first, then
+//! rendered as a terminal table, JSON, JUnit XML and an insta snapshot.
+
+mod aggregate;
+pub mod gate;
+pub mod junit;
+pub mod snapshot;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use aggregate::build;
+
+use crate::verdict::Verdict;
+
+/// Cases and passes of a group, with the pass rate's 95% Wilson interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    pub cases: usize,
+    pub passed: usize,
+    pub pass_rate: f64,
+    pub pass_rate_ci95: (f64, f64),
+}
+
+/// One scorer's aggregate over the suite.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScorerSummary {
+    /// Cases where it produced a value.
+    pub scored: usize,
+    pub passed: usize,
+    /// Mean of the values (None when nothing was scored).
+    pub mean: Option<f64>,
+    /// Scorer errors (e.g. judge errors), counted apart from model failures.
+    pub errors: usize,
+}
+
+/// A gate's outcome: `name >= min`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    pub name: String,
+    pub min: f64,
+    pub actual: Option<f64>,
+    pub passed: bool,
+}
+
+/// A suite's aggregate report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub suite: String,
+    pub model: String,
+    pub overall: Tally,
+    pub failed: usize,
+    /// Cases the model could not answer.
+    pub model_errors: usize,
+    /// Cases with at least one scorer (judge) error.
+    pub scorer_errors: usize,
+    pub scorers: BTreeMap<String, ScorerSummary>,
+    pub categories: BTreeMap<String, Tally>,
+    /// Breakdowns by metadata field: field → value → tally.
+    pub slices: BTreeMap<String, BTreeMap<String, Tally>>,
+    /// Task metrics (`deals`, `spam`, …): task → metric → value, plus details.
+    pub tasks: BTreeMap<String, serde_json::Value>,
+    pub gates: Vec<GateResult>,
+    /// Every case's verdict (JSON report only; not in the snapshot).
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Report {
+    /// All gates passed.
+    pub fn gates_passed(&self) -> bool {
+        self.gates.iter().all(|g| g.passed)
+    }
+}
+
+/// `<project>/target/vlmtest`, or `$CARGO_TARGET_DIR/vlmtest`.
+pub fn output_dir(project: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t).join("vlmtest"),
+        None => project.join("target").join("vlmtest"),
+    }
+}
+
+/// Writes `report-<suite>.json` and returns its path.
+pub fn write_json(dir: &Path, report: &Report) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("report-{}.json", report.suite));
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Reads a report written by `write_json`.
+pub fn read_json(path: &Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}

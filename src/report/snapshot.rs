@@ -1,0 +1,51 @@
+//! The insta snapshot of a suite's aggregate report: counts, rates and means rounded to two
+//! decimals (so float noise cannot flap it), volatile fields (times, paths, per-case answers) left
+//! out. Stored as `snapshots/<suite>@<model>.snap`; `cargo insta review` accepts a new baseline.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::Report;
+
+/// Rounds to two decimals.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round_all(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or(Value::Null, |x| json!(round2(x))),
+        Value::Array(a) => Value::Array(a.iter().map(round_all).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), round_all(v))).collect::<Map<_, _>>()),
+        other => other.clone(),
+    }
+}
+
+/// The snapshot's content.
+pub fn view(report: &Report) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.remove("verdicts");
+        o.remove("model");
+    }
+    round_all(&v)
+}
+
+/// The snapshot's name: `<suite>@<model label>`.
+pub fn name(report: &Report) -> String {
+    format!("{}@{}", report.suite, report.model)
+}
+
+/// Compares the report against `snapshots/<suite>@<model>.snap` under `project`; panics with
+/// insta's diff when it differs (the harness turns that into a failed trial).
+pub fn assert_matches(project: &Path, report: &Report) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(project.join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_description(format!("aggregate report of suite `{}` on model `{}`", report.suite, report.model));
+    let value = view(report);
+    let snapshot_name = name(report);
+    settings.bind(|| insta::assert_json_snapshot!(snapshot_name, value));
+}

@@ -1,0 +1,147 @@
+//! Validation rows: `cases/<suite>.jsonl` in the training pipeline's format (seed 002) —
+//! `image`, `conversations` (user/assistant turns), `metadata` — plus optional `id`, `expect`
+//! and `ignore`. The last assistant turn is the reference answer and is not sent to the model.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{build, SuiteError};
+use crate::case::{hex, Case, CaseId, ExpectedNumber, Expectation, Message, Origin, Role, Tolerance};
+use crate::config::{RowScorer, SuiteConfig};
+use crate::score::numbers;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTurn {
+    role: Role,
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRow {
+    id: Option<String>,
+    image: Option<OneOrMany>,
+    conversations: Vec<RawTurn>,
+    #[serde(default)]
+    metadata: BTreeMap<String, serde_json::Value>,
+    expect: Option<Vec<Expectation>>,
+    #[serde(default)]
+    ignore: bool,
+}
+
+/// The field a serde_json error is about, when its message names one.
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+/// Loads one JSONL file. Every bad line is reported; good lines still load.
+pub fn load(file: &Path, suite: &str, cfg: &SuiteConfig, root: &Path) -> (Vec<Case>, Vec<SuiteError>) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return (Vec::new(), vec![SuiteError::new(file, None, None, format!("cannot read: {e}"))]),
+    };
+    let mut cases = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let raw: RawRow = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e.to_string();
+                let field = field_of(&msg);
+                errors.push(SuiteError::new(file, Some(line_no), field.as_deref(), msg));
+                continue;
+            }
+        };
+        match to_case(raw, line, file, line_no, suite, cfg, root) {
+            Ok(c) => cases.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    (cases, errors)
+}
+
+fn to_case(raw: RawRow, line_text: &str, file: &Path, line: usize, suite: &str, cfg: &SuiteConfig, root: &Path) -> Result<Case, SuiteError> {
+    let err = |field: &str, msg: String| SuiteError::new(file, Some(line), Some(field), msg);
+    let last_assistant = raw.conversations.iter().rposition(|t| t.role == Role::Assistant);
+    let (prompt_turns, reference) = match last_assistant {
+        Some(i) if i + 1 == raw.conversations.len() => (&raw.conversations[..i], Some(raw.conversations[i].content.clone())),
+        _ => (&raw.conversations[..], None),
+    };
+    if !prompt_turns.iter().any(|t| t.role == Role::User) {
+        return Err(err("conversations", "needs a user turn before the reference answer".into()));
+    }
+    let mut messages: Vec<Message> = prompt_turns.iter().map(|t| Message::text(t.role, t.content.clone())).collect();
+
+    let meta_str = |k: &str| raw.metadata.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let id = match raw.id.clone().or_else(|| meta_str("id")) {
+        Some(id) => id,
+        None => format!("row_{}", &hex(&Sha256::digest(line_text.as_bytes()))[..8]),
+    };
+    build::check_name_part(&id).map_err(|m| err("id", m))?;
+    let category = meta_str("category").or_else(|| meta_str("content_type")).unwrap_or_else(|| "rows".into());
+    let category: String = category.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+
+    let context = meta_str("context");
+    let mut metadata = raw.metadata;
+    let images: Vec<String> = match raw.image {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    build::attach_images(&mut messages, &images, file, Some(line), "image", root, cfg.missing_image, &mut metadata)?;
+    build::prepend_system(&mut messages, cfg);
+
+    let mut expect = raw.expect.unwrap_or_default();
+    if let Some(reference) = &reference {
+        for scorer in &cfg.row_scorers {
+            match scorer {
+                RowScorer::Numbers => {
+                    let found: Vec<ExpectedNumber> = numbers::extract(reference)
+                        .into_iter()
+                        .map(|q| ExpectedNumber { value: q.value, unit: q.unit.map(str::to_owned) })
+                        .collect();
+                    if !found.is_empty() {
+                        let tolerance = Tolerance { abs: 1e-9, rel: cfg.row_tolerance };
+                        expect.push(Expectation::Numbers { numbers: found, tolerance, min_matched: None, threshold: cfg.threshold("numeric", 1.0) });
+                    }
+                }
+                RowScorer::TokenF1 => expect.push(Expectation::TokenF1 { reference: reference.clone(), threshold: cfg.threshold("token_f1", 0.5) }),
+                RowScorer::Exact => expect.push(Expectation::Exact { text: reference.clone(), normalise: true }),
+            }
+        }
+    }
+    for rubric in &cfg.row_judges {
+        expect.push(Expectation::Judge { rubric: rubric.clone(), threshold: cfg.thresholds.get(&format!("judge.{rubric}")).copied() });
+    }
+    if expect.is_empty() {
+        return Err(err("conversations", "nothing to check: no reference numbers, no `expect`, and no row scorer applies".into()));
+    }
+    Ok(Case {
+        id: CaseId::new(suite, &category, &id),
+        tags: Vec::new(),
+        messages,
+        reference,
+        context,
+        expect,
+        metadata,
+        ignored: raw.ignore,
+        origin: Origin { file: file.to_path_buf(), line: Some(line) },
+    })
+}

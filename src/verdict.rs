@@ -1,0 +1,85 @@
+//! A case's outcome: the answer, every score, and whether it passed; and the failure text a
+//! trial prints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::{Case, Expectation};
+use crate::model::Answer;
+use crate::score::text::shorten;
+use crate::score::{Score, ScoreStatus};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub name: String,
+    pub category: String,
+    pub passed: bool,
+    pub answer: Option<Answer>,
+    /// The model failed to answer (load or inference error).
+    pub model_error: Option<String>,
+    pub scores: Vec<Score>,
+}
+
+impl Verdict {
+    /// Passed when the model answered and every score passed.
+    pub fn new(case: &Case, answer: Result<Answer, String>, scores: Vec<Score>) -> Self {
+        let (answer, model_error) = match answer {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e)),
+        };
+        let passed = model_error.is_none() && scores.iter().all(|s| s.passed);
+        Self { name: case.id.test_name(), category: case.id.category.clone(), passed, answer, model_error, scores }
+    }
+
+    pub fn has_scorer_error(&self) -> bool {
+        self.scores.iter().any(|s| s.status == ScoreStatus::ScorerError)
+    }
+
+    /// What a failing trial prints: prompt (shortened), expected, answer, each score against its
+    /// threshold.
+    pub fn explain(&self, case: &Case) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("prompt:   {}\n", shorten(&case.question(), 160)));
+        if let Some(expected) = expected_text(case) {
+            out.push_str(&format!("expected: {}\n", shorten(&expected, 160)));
+        }
+        match (&self.answer, &self.model_error) {
+            (_, Some(e)) => out.push_str(&format!("model error: {e}\n")),
+            (Some(a), None) => out.push_str(&format!("answer:   {}\n", shorten(&a.text, 240))),
+            (None, None) => {}
+        }
+        for s in &self.scores {
+            let mark = match (s.status, s.passed) {
+                (ScoreStatus::ScorerError, _) => "ERROR",
+                (ScoreStatus::Skipped, _) => "skip",
+                (_, true) => "ok",
+                (_, false) => "FAIL",
+            };
+            let value = s.value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+            out.push_str(&format!("  [{mark:>5}] {:<18} {value} (threshold {:.3}): {}\n", s.scorer, s.threshold, s.detail));
+        }
+        out
+    }
+}
+
+/// A one-line description of what the case expects, for failure output.
+pub fn expected_text(case: &Case) -> Option<String> {
+    let mut parts = Vec::new();
+    for e in &case.expect {
+        match e {
+            Expectation::Numbers { numbers, .. } => {
+                let list: Vec<String> = numbers.iter().map(|n| match &n.unit {
+                    Some(u) => format!("{} {u}", n.value),
+                    None => n.value.to_string(),
+                }).collect();
+                parts.push(format!("numbers [{}]", list.join(", ")));
+            }
+            Expectation::Keywords { keywords, .. } => parts.push(format!("keywords [{}]", keywords.join(", "))),
+            Expectation::Exact { text, .. } => parts.push(format!("exactly `{text}`")),
+            Expectation::TokenF1 { .. } | Expectation::Judge { .. } | Expectation::Task { .. } => {}
+        }
+    }
+    if let Some(r) = &case.reference {
+        parts.push(format!("reference `{}`", shorten(r, 120)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}

@@ -116,6 +116,29 @@ impl JudgeSettings {
         }
     }
 
+    /// The judge of a run: the `[judge]` table of `vlmtest.toml` (if any) with the environment
+    /// applied. `Ok(None)` when neither the table nor `VLMTEST_JUDGE_URL` configures one.
+    pub fn resolve(table: Option<&toml::Table>) -> Result<Option<Self>, String> {
+        Self::resolve_with(table, |k| std::env::var(k).ok())
+    }
+
+    fn resolve_with(
+        table: Option<&toml::Table>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, String> {
+        let env_url = get("VLMTEST_JUDGE_URL").filter(|v| !v.trim().is_empty());
+        let mut s = match table {
+            Some(t) => toml::Value::Table(t.clone())
+                .try_into::<Self>()
+                .map_err(|e| format!("vlmtest.toml [judge]: {e}"))?,
+            None if env_url.is_some() => Self::default(),
+            None => return Ok(None),
+        };
+        s.apply_vars(get);
+        s.validate().map_err(|e| format!("vlmtest.toml [judge]: {e}"))?;
+        Ok(Some(s))
+    }
+
     /// The API key, read from the environment variable this names. Never stored or logged.
     pub(crate) fn api_key(&self) -> Option<String> {
         let var = self.api_key_env.as_deref()?;
@@ -189,6 +212,20 @@ mod tests {
         assert_eq!(s.cache, CacheMode::Refresh);
         s.apply_vars(|_| Some("  ".into()));
         assert_eq!(s.model, "judge-x");
+    }
+
+    #[test]
+    fn resolve_from_table_env_or_nothing() {
+        let none = |_: &str| None;
+        assert_eq!(JudgeSettings::resolve_with(None, none).unwrap(), None);
+        let url = |k: &str| (k == "VLMTEST_JUDGE_URL").then(|| "http://127.0.0.1:1/v1".to_string());
+        let s = JudgeSettings::resolve_with(None, url).unwrap().unwrap();
+        assert_eq!(s.url, "http://127.0.0.1:1/v1");
+        let t: toml::Table = toml::from_str("model = \"m\"\nconcurrency = 0\n").unwrap();
+        let err = JudgeSettings::resolve_with(Some(&t), none).unwrap_err();
+        assert!(err.contains("[judge]") && err.contains("concurrency"), "{err}");
+        let t: toml::Table = toml::from_str("modle = \"m\"\n").unwrap();
+        assert!(JudgeSettings::resolve_with(Some(&t), none).unwrap_err().contains("modle"));
     }
 
     #[test]

@@ -31,15 +31,15 @@ pub struct OpenAiModel {
 impl OpenAiModel {
     /// Parses `openai:<base-url>#<model-name>`, e.g. `openai:http://127.0.0.1:8080/v1#smollm2`.
     pub fn from_spec(spec: &str) -> Result<Self, ModelError> {
-        let rest = spec
-            .strip_prefix("openai:")
-            .ok_or_else(|| ModelError::UnknownSpec(spec.to_owned()))?;
-        let (url, model) = rest.rsplit_once('#').ok_or_else(|| {
-            ModelError::Other(format!(
-                "model spec `{spec}`: expected `openai:<base-url>#<model-name>`"
-            ))
-        })?;
-        Self::new(url, model, 8, Duration::from_secs(300))
+        let (url, model) = parse_spec(spec)?;
+        Self::new(&url, &model, 8, Duration::from_secs(300))
+    }
+
+    /// The answer-cache fingerprint of a spec, without building a client: `openai:<url>#<model>`
+    /// with the URL's trailing slashes removed.
+    pub fn spec_fingerprint(spec: &str) -> Result<String, ModelError> {
+        let (url, model) = parse_spec(spec)?;
+        Ok(format!("openai:{url}#{model}"))
     }
 
     /// A client for `base_url` (up to `/v1`) and `model`, with `concurrency` requests in flight.
@@ -90,6 +90,25 @@ impl OpenAiModel {
             json!({"model": self.model, "messages": msgs, "temperature": 0, "max_tokens": options.max_new_tokens}),
         )
     }
+}
+
+/// Splits `openai:<base-url>#<model-name>` into (base URL without trailing `/`, model name).
+fn parse_spec(spec: &str) -> Result<(String, String), ModelError> {
+    let rest = spec
+        .trim()
+        .strip_prefix("openai:")
+        .ok_or_else(|| ModelError::UnknownSpec(spec.to_owned()))?;
+    let bad = || {
+        ModelError::Other(format!(
+            "model spec `{spec}`: expected `openai:<base-url>#<model-name>`, e.g. `openai:http://127.0.0.1:8080/v1#smollm2`"
+        ))
+    };
+    let (url, model) = rest.rsplit_once('#').ok_or_else(bad)?;
+    let url = url.trim_end_matches('/');
+    if model.trim().is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(bad());
+    }
+    Ok((url.to_owned(), model.trim().to_owned()))
 }
 
 fn wire_message(m: &Message) -> Result<Value, ModelError> {
@@ -247,6 +266,11 @@ mod tests {
         let m = OpenAiModel::from_spec("openai:http://127.0.0.1:8080/v1/#smollm2").unwrap();
         assert_eq!(m.fingerprint(), "openai:http://127.0.0.1:8080/v1#smollm2");
         assert_eq!(m.label(), "smollm2");
+        assert_eq!(
+            OpenAiModel::spec_fingerprint("openai:http://127.0.0.1:8080/v1/#smollm2").unwrap(),
+            m.fingerprint()
+        );
+        assert!(OpenAiModel::from_spec("openai:http://x/v1#").is_err());
         assert!(OpenAiModel::from_spec("openai:http://x/v1").is_err());
         assert!(OpenAiModel::from_spec("openai:ftp://x#m").is_err());
         assert!(matches!(

@@ -719,7 +719,9 @@ impl JsonConstraint {
                     (Dot | Frac, b'0'..=b'9') if digits < 15 => Some(Frac),
                     (Zero | Int | Frac, b'e' | b'E') if !integer => Some(Exp),
                     (Exp, b'+' | b'-') => Some(ExpSign),
-                    (Exp | ExpSign | ExpDigits, b'0'..=b'9') if digits < 18 => Some(ExpDigits),
+                    (Exp | ExpSign, b'0'..=b'9') => Some(ExpDigits),
+                    // Two exponent digits at most: every number stays inside f64's range.
+                    (ExpDigits, b'0'..=b'9') if digits < 1 => Some(ExpDigits),
                     _ => None,
                 };
                 match next {
@@ -727,7 +729,13 @@ impl JsonConstraint {
                         self.stack[last] = Frame::Num {
                             integer,
                             phase: p,
-                            digits: digits.saturating_add(1),
+                            // `digits` counts the mantissa, then restarts for the exponent.
+                            digits: match (phase, p) {
+                                (_, Exp) => 0,
+                                (ExpDigits, ExpDigits) => digits + 1,
+                                (_, ExpDigits) => 0,
+                                _ => digits.saturating_add(1),
+                            },
                         };
                         Ok(())
                     }

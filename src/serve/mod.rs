@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::case::Message;
 use crate::model::gguf::GgufModel;
-use crate::model::{fetch, ModelError};
+use crate::model::spec::ModelSpec;
+use crate::model::ModelError;
 use engine::LogitsModel;
 
 /// Errors that stop the server from starting.
@@ -86,11 +87,14 @@ impl LogitsModel for GgufLogits {
     }
 }
 
-/// Resolves `--model` to a file: `smollm2` (or empty) is the default model, fetched if needed.
+/// Resolves `--model` to a GGUF file with the CLI's spec rules (`smollm2` is the default model,
+/// fetched if needed; relative paths from the working directory).
 pub fn resolve_model(spec: &str) -> Result<PathBuf, ModelError> {
-    match spec {
-        "" | "smollm2" | "default" => fetch::ensure_default_model(),
-        path => Ok(PathBuf::from(path)),
+    match ModelSpec::parse(spec, Path::new("."))? {
+        ModelSpec::Gguf(path) => Ok(path),
+        other => Err(ModelError::Other(format!(
+            "`vlmtest serve` serves a local GGUF model, not {other:?}"
+        ))),
     }
 }
 

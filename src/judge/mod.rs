@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod rubric;
 pub mod runner;
 pub mod settings;
+pub mod steps;
 pub mod stub;
 
 use std::path::PathBuf;

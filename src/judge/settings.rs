@@ -135,7 +135,8 @@ impl JudgeSettings {
             None => return Ok(None),
         };
         s.apply_vars(get);
-        s.validate().map_err(|e| format!("vlmtest.toml [judge]: {e}"))?;
+        s.validate()
+            .map_err(|e| format!("vlmtest.toml [judge]: {e}"))?;
         Ok(Some(s))
     }
 
@@ -223,9 +224,14 @@ mod tests {
         assert_eq!(s.url, "http://127.0.0.1:1/v1");
         let t: toml::Table = toml::from_str("model = \"m\"\nconcurrency = 0\n").unwrap();
         let err = JudgeSettings::resolve_with(Some(&t), none).unwrap_err();
-        assert!(err.contains("[judge]") && err.contains("concurrency"), "{err}");
+        assert!(
+            err.contains("[judge]") && err.contains("concurrency"),
+            "{err}"
+        );
         let t: toml::Table = toml::from_str("modle = \"m\"\n").unwrap();
-        assert!(JudgeSettings::resolve_with(Some(&t), none).unwrap_err().contains("modle"));
+        assert!(JudgeSettings::resolve_with(Some(&t), none)
+            .unwrap_err()
+            .contains("modle"));
     }
 
     #[test]

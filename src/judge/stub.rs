@@ -440,7 +440,15 @@ fn grade(req: &Value) -> String {
     };
     let system = req["messages"][0]["content"].as_str().unwrap_or_default();
     let answer = section(user, "Answer").unwrap_or_default();
-    if system.contains("\"score\"") {
+    if system.contains("{\"steps\"") {
+        let criteria = user.strip_prefix("Criteria: ").unwrap_or(user);
+        let criteria = criteria.split('\n').next().unwrap_or_default();
+        let steps: Vec<String> = sentences(criteria)
+            .into_iter()
+            .map(|s| format!("Check: {s}"))
+            .collect();
+        json!({"steps": steps}).to_string()
+    } else if system.contains("\"score\"") {
         let (lo, hi) = score_range(system);
         let reference = section(user, "Reference answer").unwrap_or_default();
         let ok = !reference.is_empty() && answer.to_lowercase().contains(&reference.to_lowercase());

@@ -410,3 +410,26 @@ fn missing_fields_skip_and_unknown_rubrics_are_judge_errors() {
     );
     assert_eq!(runner.stats().http_calls, 0);
 }
+
+#[test]
+fn evaluation_steps_are_generated_once_and_frozen() {
+    use vlmtest::judge::rubric::Rubric;
+    use vlmtest::judge::steps;
+    let server = StubServer::start(StubConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clarity.toml");
+    std::fs::write(
+        &path,
+        "metric = \"rubric\"\ncriteria = \"Is the answer clear? Does it name the unit?\"\nfields = [\"input\", \"answer\"]\n",
+    )
+    .unwrap();
+    let rubric = Rubric::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let got = steps::generate(&settings(server.url()), &rubric).unwrap();
+    assert_eq!(
+        got,
+        ["Check: Is the answer clear", "Check: Does it name the unit"]
+    );
+    steps::freeze(&path, &got, "stub-judge").unwrap();
+    let frozen = vlmtest::judge::rubric::load_dir(dir.path()).unwrap();
+    assert_eq!(frozen["clarity"].evaluation_steps, got);
+}

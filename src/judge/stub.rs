@@ -78,7 +78,7 @@ pub fn random_plan(faults: Vec<Fault>, rate: f64, clean_after: u32) -> FaultPlan
         if attempt >= clean_after || faults.is_empty() {
             return Fault::None;
         }
-        let x = splitmix(h ^ (u64::from(attempt) << 32 | 0x9e37));
+        let x = splitmix(h ^ ((u64::from(attempt) << 32) | 0x9e37));
         let u = (x >> 11) as f64 / (1u64 << 53) as f64;
         if u < rate {
             faults[((u / rate) * faults.len() as f64) as usize % faults.len()]
@@ -270,7 +270,7 @@ async fn respond(
         u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
     };
     let attempt = {
-        let mut m = log.by_body.lock().map_err(|_| ()).ok();
+        let mut m = log.by_body.lock().ok();
         m.as_mut().map_or(0, |m| {
             let e = m.entry(h).or_insert(0);
             *e += 1;

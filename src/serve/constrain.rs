@@ -19,6 +19,11 @@ const MAX_WS_RUN: u8 = 4;
 const MAX_DEPTH: usize = 16;
 const MAX_ANY_KEYS: usize = 32;
 
+/// A byte that no JSON text matching the schema can continue with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the output would no longer match the JSON schema")]
+pub struct Rejected;
+
 /// A compiled schema node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -293,7 +298,7 @@ impl JsonConstraint {
     }
 
     /// Appends `bytes`; on error the state is unspecified (use `accepts` first).
-    pub fn advance(&mut self, bytes: &[u8]) -> Result<(), ()> {
+    pub fn advance(&mut self, bytes: &[u8]) -> Result<(), Rejected> {
         bytes.iter().try_for_each(|&b| self.feed(b))
     }
 
@@ -306,19 +311,19 @@ impl JsonConstraint {
             .any(|(i, a)| alive & (1 << i) != 0 && a.len() == pos)
     }
 
-    fn ws(&mut self, b: u8) -> Result<(), ()> {
+    fn ws(&mut self, b: u8) -> Result<(), Rejected> {
         if matches!(b, b' ' | b'\n' | b'\t' | b'\r') && self.ws_run < MAX_WS_RUN && !self.tight {
             self.ws_run += 1;
             Ok(())
         } else {
-            Err(())
+            Err(Rejected)
         }
     }
 
     /// Starts a value of `node` with its first byte `b` (not whitespace).
-    fn start_value(&mut self, node: usize, b: u8) -> Result<(), ()> {
+    fn start_value(&mut self, node: usize, b: u8) -> Result<(), Rejected> {
         if self.stack.len() > MAX_DEPTH {
-            return Err(());
+            return Err(Rejected);
         }
         let schema = self.schema.clone();
         let t = self.tight;
@@ -355,11 +360,11 @@ impl JsonConstraint {
                         pos: 1,
                     });
                 }
-                _ => return Err(()),
+                _ => return Err(Rejected),
             },
             Node::AnyObject => {
                 if b != b'{' {
-                    return Err(());
+                    return Err(Rejected);
                 }
                 self.stack.push(Frame::AnyObj {
                     phase: AnyPhase::First,
@@ -376,7 +381,7 @@ impl JsonConstraint {
             }
             Node::Array { items, max_items } => {
                 if b != b'[' {
-                    return Err(());
+                    return Err(Rejected);
                 }
                 let max_items = if t { 0 } else { *max_items };
                 self.stack.push(Frame::Arr {
@@ -389,7 +394,7 @@ impl JsonConstraint {
             }
             Node::String { max_len } => {
                 if b != b'"' {
-                    return Err(());
+                    return Err(Rejected);
                 }
                 self.stack.push(Frame::Str {
                     len: 0,
@@ -406,7 +411,7 @@ impl JsonConstraint {
                     .filter(|(_, a)| a.first() == Some(&b))
                     .fold(0, |m, (i, _)| m | (1 << i));
                 if alive == 0 {
-                    return Err(());
+                    return Err(Rejected);
                 }
                 self.stack.push(Frame::Lit {
                     node,
@@ -433,12 +438,12 @@ impl JsonConstraint {
         self.schema.nodes.len() - 1
     }
 
-    fn start_number(&mut self, integer: bool, b: u8) -> Result<(), ()> {
+    fn start_number(&mut self, integer: bool, b: u8) -> Result<(), Rejected> {
         let phase = match b {
             b'-' => NumPhase::Sign,
             b'0' => NumPhase::Zero,
             b'1'..=b'9' => NumPhase::Int,
-            _ => return Err(()),
+            _ => return Err(Rejected),
         };
         self.stack.push(Frame::Num {
             integer,
@@ -448,10 +453,10 @@ impl JsonConstraint {
         Ok(())
     }
 
-    fn feed(&mut self, b: u8) -> Result<(), ()> {
+    fn feed(&mut self, b: u8) -> Result<(), Rejected> {
         let is_ws = matches!(b, b' ' | b'\n' | b'\t' | b'\r');
         let Some(top) = self.stack.last().cloned() else {
-            return Err(());
+            return Err(Rejected);
         };
         let schema = self.schema.clone();
         let last = self.stack.len() - 1;
@@ -466,7 +471,7 @@ impl JsonConstraint {
             }
             Frame::Obj { node, idx, phase } => {
                 let Node::Object(props) = &schema.nodes[node] else {
-                    return Err(());
+                    return Err(Rejected);
                 };
                 let set = |s: &mut Self, idx, phase| {
                     s.stack[last] = Frame::Obj { node, idx, phase };
@@ -474,7 +479,7 @@ impl JsonConstraint {
                 match phase {
                     ObjPhase::Open => {
                         if b != b'{' {
-                            return Err(());
+                            return Err(Rejected);
                         }
                         set(
                             self,
@@ -499,7 +504,7 @@ impl JsonConstraint {
                             key.as_bytes().get(pos - 1).copied()
                         };
                         if want != Some(b) {
-                            return Err(());
+                            return Err(Rejected);
                         }
                         set(
                             self,
@@ -517,7 +522,7 @@ impl JsonConstraint {
                             return self.ws(b);
                         }
                         if b != b':' {
-                            return Err(());
+                            return Err(Rejected);
                         }
                         self.ws_run = 0;
                         set(self, idx, ObjPhase::After);
@@ -539,7 +544,7 @@ impl JsonConstraint {
                                 self.stack.pop();
                                 Ok(())
                             }
-                            _ => Err(()),
+                            _ => Err(Rejected),
                         }
                     }
                 }
@@ -583,7 +588,7 @@ impl JsonConstraint {
                         };
                         Ok(())
                     }
-                    _ => Err(()),
+                    _ => Err(Rejected),
                 }
             }
             Frame::Arr {
@@ -623,7 +628,7 @@ impl JsonConstraint {
                         };
                         self.start_value(item_node, b)
                     }
-                    _ => Err(()),
+                    _ => Err(Rejected),
                 }
             }
             Frame::Str {
@@ -642,7 +647,7 @@ impl JsonConstraint {
                 };
                 if cont > 0 {
                     if b & 0xC0 != 0x80 {
-                        return Err(());
+                        return Err(Rejected);
                     }
                     set(self, len, 0, cont - 1);
                     return Ok(());
@@ -658,12 +663,12 @@ impl JsonConstraint {
                                 set(self, len, 2, 0);
                                 Ok(())
                             }
-                            _ => Err(()),
+                            _ => Err(Rejected),
                         }
                     }
                     2..=5 => {
                         if !b.is_ascii_hexdigit() {
-                            return Err(());
+                            return Err(Rejected);
                         }
                         set(
                             self,
@@ -680,12 +685,12 @@ impl JsonConstraint {
                         self.stack.pop();
                         Ok(())
                     }
-                    _ if len >= max_len => Err(()),
+                    _ if len >= max_len => Err(Rejected),
                     b'\\' => {
                         set(self, len, 1, 0);
                         Ok(())
                     }
-                    0..=0x1F => Err(()),
+                    0..=0x1F => Err(Rejected),
                     0x20..=0x7F => {
                         set(self, len + 1, 0, 0);
                         Ok(())
@@ -702,7 +707,7 @@ impl JsonConstraint {
                         set(self, len + 1, 0, 3);
                         Ok(())
                     }
-                    _ => Err(()),
+                    _ => Err(Rejected),
                 }
             }
             Frame::Num {
@@ -743,12 +748,12 @@ impl JsonConstraint {
                         self.stack.pop();
                         self.feed_parent(b)
                     }
-                    None => Err(()),
+                    None => Err(Rejected),
                 }
             }
             Frame::Lit { node, alive, pos } => {
                 let Node::Enum(alts) = &schema.nodes[node] else {
-                    return Err(());
+                    return Err(Rejected);
                 };
                 let next: u128 = alts
                     .iter()
@@ -766,16 +771,16 @@ impl JsonConstraint {
                     self.stack.pop();
                     self.feed_parent(b)
                 } else {
-                    Err(())
+                    Err(Rejected)
                 }
             }
         }
     }
 
     /// A finished number or literal hands the byte that ended it to its parent.
-    fn feed_parent(&mut self, b: u8) -> Result<(), ()> {
+    fn feed_parent(&mut self, b: u8) -> Result<(), Rejected> {
         if self.stack.is_empty() {
-            return Err(());
+            return Err(Rejected);
         }
         self.feed(b)
     }

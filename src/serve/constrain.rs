@@ -281,10 +281,20 @@ impl JsonConstraint {
         for f in &mut self.stack {
             match f {
                 Frame::Str { len, max_len, .. } => *max_len = *len,
+                // Right after a comma one more item (or key) is due: a trailing comma is invalid.
                 Frame::Arr {
-                    count, max_items, ..
-                } => *max_items = *count,
-                Frame::AnyObj { count, .. } => *count = MAX_ANY_KEYS,
+                    count,
+                    max_items,
+                    phase,
+                    ..
+                } => *max_items = *count + usize::from(*phase == AnyPhase::Next),
+                Frame::AnyObj { count, phase } => {
+                    *count = if *phase == AnyPhase::Next {
+                        MAX_ANY_KEYS - 1
+                    } else {
+                        MAX_ANY_KEYS
+                    }
+                }
                 _ => {}
             }
         }
@@ -322,7 +332,10 @@ impl JsonConstraint {
 
     /// Starts a value of `node` with its first byte `b` (not whitespace).
     fn start_value(&mut self, node: usize, b: u8) -> Result<(), Rejected> {
-        if self.stack.len() > MAX_DEPTH {
+        // Free-form containers nest at most MAX_DEPTH deep; scalars are always allowed, so a
+        // value can always be completed (schema nesting is bounded when compiling).
+        let deep = self.stack.len() >= MAX_DEPTH;
+        if deep && matches!(self.schema.nodes[node], Node::Any) && matches!(b, b'{' | b'[') {
             return Err(Rejected);
         }
         let schema = self.schema.clone();
@@ -667,7 +680,9 @@ impl JsonConstraint {
                         }
                     }
                     2..=5 => {
-                        if !b.is_ascii_hexdigit() {
+                        // `\uD...` is refused outright: it would allow lone surrogates, which no
+                        // JSON parser accepts (costs the rare \uD000-\uD7FF escape).
+                        if !b.is_ascii_hexdigit() || (esc == 2 && matches!(b, b'd' | b'D')) {
                             return Err(Rejected);
                         }
                         set(
@@ -961,6 +976,28 @@ mod tests {
     }
 
     #[test]
+    fn tightening_right_after_a_comma_leaves_one_more_item() {
+        let s = Schema::compile(&json!({
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": {"enum": ["yes", "no"]}}},
+            "required": ["items"],
+        }))
+        .unwrap();
+        let mut c = JsonConstraint::new(Arc::new(s));
+        c.advance(br#"{"items": ["yes","#).unwrap();
+        c.tighten();
+        assert!(!c.accepts(b"]"), "a trailing comma is not JSON");
+        c.advance(br#""no"]}"#).unwrap();
+        assert!(c.is_complete());
+        let mut c = JsonConstraint::new(Arc::new(Schema::any_object()));
+        c.advance(br#"{"a": 1,"#).unwrap();
+        c.tighten();
+        assert!(c.accepts(b"\"\""), "one more key is due");
+        c.advance(br#""":""}"#).unwrap();
+        assert!(c.is_complete());
+    }
+
+    #[test]
     fn rejects_what_it_cannot_honour() {
         assert!(Schema::compile(
             &json!({"type": "object", "properties": {"a": {}}, "required": ["b"]})
@@ -1006,6 +1043,54 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             proptest::prop_assert!(v["reason"].is_string());
             proptest::prop_assert!((1..=5).contains(&v["score"].as_i64().unwrap()));
+        }
+
+        #[test]
+        fn tightening_at_any_step_still_closes_the_json(seed in proptest::prelude::any::<u64>(), at in 0usize..120, any in proptest::prelude::any::<bool>()) {
+            let vocab = toy_vocab();
+            let eos = (vocab.len() - 1) as u32;
+            let schema = if any {
+                Schema::any_object()
+            } else {
+                Schema::compile(&json!({
+                    "type": "object",
+                    "properties": {
+                        "statements": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"statement": {"type": "string"}, "relevant": {"enum": ["yes", "no", "idk"]}},
+                            "required": ["statement", "relevant"],
+                        }},
+                        "reason": {"type": "string"},
+                    },
+                    "required": ["statements", "reason"],
+                }))
+                .unwrap()
+            };
+            let mut c = JsonConstraint::new(Arc::new(schema));
+            let mut out = Vec::new();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut finished = false;
+            for step in 0..(at + 600) {
+                if step >= at {
+                    c.tighten();
+                }
+                // Favour structure-opening bytes so arrays and objects are open when tightening.
+                let logits: Vec<f32> = (0..vocab.len())
+                    .map(|i| rng.f32() + if matches!(vocab[i].as_deref(), Some(b"[" | b"{" | b"," | b"\"")) { 0.8 } else { 0.0 })
+                    .collect();
+                let id = pick(&c, &logits, &vocab, &[eos]);
+                proptest::prop_assert!(id.is_some(), "dead end after {}", String::from_utf8_lossy(&out));
+                let id = id.unwrap();
+                if id == eos {
+                    finished = true;
+                    break;
+                }
+                let bytes = vocab[id as usize].clone().unwrap();
+                c.advance(&bytes).unwrap();
+                out.extend_from_slice(&bytes);
+            }
+            proptest::prop_assert!(finished, "not closed 600 steps after tightening: {}", String::from_utf8_lossy(&out));
+            proptest::prop_assert!(serde_json::from_slice::<serde_json::Value>(&out).unwrap().is_object());
         }
 
         #[test]

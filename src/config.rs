@@ -180,7 +180,14 @@ impl Config {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(SuiteError::new(&path, None, None, format!("cannot read: {e}"))),
+            Err(e) => {
+                return Err(SuiteError::new(
+                    &path,
+                    None,
+                    None,
+                    format!("cannot read: {e}"),
+                ))
+            }
         };
         toml::from_str(&text).map_err(|e| toml_error(&path, &text, &e))
     }
@@ -196,18 +203,23 @@ impl Config {
         if let Ok(adapter) = std::env::var("VLMTEST_ADAPTER") {
             self.model.adapter = (!adapter.is_empty()).then(|| PathBuf::from(adapter));
         }
-        for (var, slot) in [
-            ("VLMTEST_MAX_SAMPLES", &mut self.model.max_samples),
-        ] {
+        for (var, slot) in [("VLMTEST_MAX_SAMPLES", &mut self.model.max_samples)] {
             if let Ok(v) = std::env::var(var) {
-                let n = v.parse::<usize>().map_err(|e| SuiteError::new(env_path, None, Some(var), format!("`{v}`: {e}")))?;
+                let n = v.parse::<usize>().map_err(|e| {
+                    SuiteError::new(env_path, None, Some(var), format!("`{v}`: {e}"))
+                })?;
                 *slot = Some(n);
             }
         }
         if let Ok(v) = std::env::var("VLMTEST_MAX_NEW_TOKENS") {
-            self.model.max_new_tokens = v
-                .parse::<usize>()
-                .map_err(|e| SuiteError::new(env_path, None, Some("VLMTEST_MAX_NEW_TOKENS"), format!("`{v}`: {e}")))?;
+            self.model.max_new_tokens = v.parse::<usize>().map_err(|e| {
+                SuiteError::new(
+                    env_path,
+                    None,
+                    Some("VLMTEST_MAX_NEW_TOKENS"),
+                    format!("`{v}`: {e}"),
+                )
+            })?;
         }
         Ok(())
     }
@@ -235,7 +247,11 @@ mod tests {
     #[test]
     fn unknown_keys_name_the_file_and_line() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(CONFIG_FILE), "[model]\nspec = \"x\"\n\n[suites.a]\npromt = \"oops\"\n").expect("write");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[model]\nspec = \"x\"\n\n[suites.a]\npromt = \"oops\"\n",
+        )
+        .expect("write");
         let err = Config::load(dir.path()).expect_err("unknown field");
         let msg = err.to_string();
         assert!(msg.contains("vlmtest.toml:5"), "{msg}");

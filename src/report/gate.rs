@@ -26,7 +26,12 @@ pub fn evaluate(gates: &BTreeMap<String, f64>, report: &Report) -> Vec<GateResul
         .iter()
         .map(|(name, &min)| {
             let actual = metric(report, name);
-            GateResult { name: name.clone(), min, actual, passed: actual.is_some_and(|a| a >= min - 1e-12) }
+            GateResult {
+                name: name.clone(),
+                min,
+                actual,
+                passed: actual.is_some_and(|a| a >= min - 1e-12),
+            }
         })
         .collect()
 }

@@ -128,7 +128,8 @@ pub fn weighted_score(
                     }
                 }
             }
-            return (mass > 0.0).then(|| (sum / mass, mass));
+            // Rounding can put the mean a hair outside the range.
+            return (mass > 0.0).then(|| ((sum / mass).clamp(lo as f64, hi as f64), mass));
         }
         start = end;
     }

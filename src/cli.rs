@@ -81,6 +81,8 @@ pub enum Command {
     },
     /// Import a seed dataset (deals, spam, price, labels) as `cases/<suite>.jsonl`.
     Import(crate::task::import::ImportArgs),
+    /// Serve a local model over the OpenAI chat-completions protocol.
+    Serve(crate::serve::ServeArgs),
     /// Fetch the default local model into the cache (done on first use otherwise); print its path.
     FetchModel,
     /// Render saved reports (default: every target/vlmtest/report-*.json).
@@ -116,6 +118,13 @@ pub fn main() -> ExitCode {
         }
         Command::Report { paths, format } => show_reports(&root, paths, format),
         Command::Import(args) => match crate::task::import::run_import(&args) {
+            Ok(()) => exit::PASSED,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::ERROR
+            }
+        },
+        Command::Serve(args) => match crate::serve::run_serve(&args) {
             Ok(()) => exit::PASSED,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -91,11 +91,60 @@ impl Session {
                 eval.model_labels.insert(c.id.suite.clone(), label.clone());
             }
             eval.stats.absorb(&stats);
-            let verdicts = pipeline::score_all(&group, &answers, &task::score, None);
+            let judge = |requests: &[pipeline::JudgeRequest<'_>]| self.judge(requests);
+            let verdicts = pipeline::score_all(&group, &answers, &task::score, Some(&judge));
             eval.verdicts
                 .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));
         }
         eval
+    }
+
+    /// Runs the judge stage over every judge request of a pass; a missing or broken judge
+    /// configuration makes each request a judge error, never a pass.
+    fn judge(&self, requests: &[pipeline::JudgeRequest<'_>]) -> Vec<Score> {
+        let fail = |msg: String| -> Vec<Score> {
+            requests
+                .iter()
+                .map(|r| {
+                    Score::scorer_error(
+                        format!("judge.{}", r.rubric),
+                        r.threshold.unwrap_or(0.0),
+                        msg.clone(),
+                    )
+                })
+                .collect()
+        };
+        let settings = match crate::judge::JudgeSettings::resolve(self.config.judge.as_ref()) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return fail(
+                    "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
+                )
+            }
+            Err(e) => return fail(e),
+        };
+        let judges = self.root.join("judges");
+        let cache_dir = report::output_dir(&self.root).join("judge");
+        match crate::judge::JudgeRunner::new(settings, &judges, &cache_dir) {
+            Ok(runner) => {
+                let items: Vec<crate::judge::JudgeItem<'_>> = requests
+                    .iter()
+                    .map(|r| crate::judge::JudgeItem {
+                        case: r.case,
+                        answer: r.answer,
+                        rubric: r.rubric,
+                        threshold: r.threshold,
+                    })
+                    .collect();
+                let scores = runner.score(&items);
+                eprintln!(
+                    "judge: {}",
+                    serde_json::to_string(&runner.stats()).unwrap_or_default()
+                );
+                scores
+            }
+            Err(e) => fail(format!("judge not started: {e}")),
+        }
     }
 
     fn answer(

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod openai;
 pub mod qwen3_vl;
 pub mod replay;
 pub mod spec;

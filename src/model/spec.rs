@@ -16,6 +16,8 @@ pub enum ModelSpec {
     Gguf(PathBuf),
     /// Recorded answers.
     Replay(PathBuf),
+    /// An OpenAI-compatible endpoint: `openai:<base-url>#<model-name>`.
+    OpenAi(String),
     /// A Hugging Face checkpoint folder (Qwen3-VL), with an optional PEFT LoRA adapter folder.
     Checkpoint {
         dir: PathBuf,
@@ -30,6 +32,10 @@ impl ModelSpec {
         let spec = spec.trim();
         if spec.is_empty() || spec == "smollm2" || spec == "default" {
             return Ok(Self::Gguf(fetch::ensure_default_model()?));
+        }
+        if spec.starts_with("openai:") {
+            super::openai::OpenAiModel::spec_fingerprint(spec)?;
+            return Ok(Self::OpenAi(spec.to_owned()));
         }
         if let Some(rest) = spec.strip_prefix("replay:") {
             return Ok(Self::Replay(root.join(rest)));
@@ -73,6 +79,7 @@ impl ModelSpec {
                 })?;
                 Ok(ReplayModel::fingerprint_of(&bytes))
             }
+            Self::OpenAi(s) => super::openai::OpenAiModel::spec_fingerprint(s),
             Self::Checkpoint { dir, adapter } => {
                 let mut fp = format!("qwen3_vl:{}", CheckpointFiles::locate(dir)?.fingerprint()?);
                 if let Some(a) = adapter {
@@ -111,6 +118,7 @@ impl ModelSpec {
         match self {
             Self::Gguf(p) => super::gguf::label_of(p),
             Self::Replay(p) => ReplayModel::label_of(p),
+            Self::OpenAi(s) => s.rsplit_once('#').map_or("openai", |(_, m)| m).to_owned(),
             Self::Checkpoint { dir, adapter } => {
                 let name = |p: &PathBuf| {
                     p.file_name()
@@ -130,6 +138,7 @@ impl ModelSpec {
         Ok(match self {
             Self::Gguf(p) => Box::new(GgufModel::load(p)?),
             Self::Replay(p) => Box::new(ReplayModel::load(p)?),
+            Self::OpenAi(s) => Box::new(super::openai::OpenAiModel::from_spec(s)?),
             Self::Checkpoint { dir, adapter } => Box::new(Qwen3VlModel::load(
                 dir,
                 adapter.as_deref(),

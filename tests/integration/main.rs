@@ -2,6 +2,8 @@
 
 mod gguf_model;
 mod harness;
+mod judge_faults;
+mod judge_serve;
 mod qwen_model;
 mod qwen_parity;
 mod suite_loading;

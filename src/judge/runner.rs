@@ -1,0 +1,369 @@
+//! The judge's entry point: every judge expectation of a run, scored concurrently.
+//!
+//! One request per (case, rubric). A request is answered from the cache when it can be, else
+//! over HTTP under a semaphore of `concurrency` permits. A reply that does not parse gets one
+//! repair round (the reply and the parse error sent back); a second failure, an HTTP failure or a
+//! timeout becomes a `ScorerError` score. Results come back in input order, one per item.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::cache::{self, Cache, Entry};
+use super::client::{CallError, Client, Counters};
+use super::metric;
+use super::parse;
+use super::prompt::{self, Fields};
+use super::rubric::{self, Rubric};
+use super::settings::{CacheMode, JudgeSettings};
+use super::JudgeError;
+use crate::case::Case;
+use crate::score::Score;
+
+/// One judge expectation of one case, with the model's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeItem<'a> {
+    pub case: &'a Case,
+    pub answer: &'a str,
+    pub rubric: &'a str,
+    pub threshold: Option<f64>,
+}
+
+/// Run counters for the report. Holds no secret: the key's variable name is not even here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JudgeStats {
+    pub judge_model: String,
+    /// Judge expectations handed to `score`.
+    pub items: u64,
+    pub scored: u64,
+    pub skipped: u64,
+    /// Judge errors (HTTP, timeout, unparseable after the repair round, unknown rubric).
+    pub errors: u64,
+    /// Replies that needed the repair round.
+    pub repairs: u64,
+    /// HTTP requests sent, retries included.
+    pub http_calls: u64,
+    pub retries: u64,
+    /// Requests answered from the cache.
+    pub cache_hits: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// From `price_*_per_mtok`; 0 when no price is set.
+    pub cost_usd: f64,
+}
+
+struct Inner {
+    settings: JudgeSettings,
+    client: Client,
+    cache: Option<Cache>,
+    permits: Semaphore,
+    counters: Arc<Counters>,
+    items: AtomicU64,
+    scored: AtomicU64,
+    skipped: AtomicU64,
+    errors: AtomicU64,
+    repairs: AtomicU64,
+}
+
+/// Scores judge expectations. Build once per process; `score` blocks until every item is done.
+pub struct JudgeRunner {
+    inner: Arc<Inner>,
+    rubrics: BTreeMap<String, Arc<Rubric>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// One exchange, as kept in `Score.data`.
+struct Reply {
+    response: Value,
+    cached: bool,
+}
+
+impl JudgeRunner {
+    /// Loads the rubrics in `judges_dir` and opens the cache (`settings.cache_file`, else
+    /// `<cache_dir>/judge.jsonl`).
+    pub fn new(
+        settings: JudgeSettings,
+        judges_dir: &Path,
+        cache_dir: &Path,
+    ) -> Result<Self, JudgeError> {
+        settings.validate().map_err(JudgeError::Settings)?;
+        let rubrics = rubric::load_dir(judges_dir)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        let cache = match settings.cache {
+            CacheMode::Off => None,
+            mode => {
+                let path = settings
+                    .cache_file
+                    .clone()
+                    .unwrap_or_else(|| cache_dir.join("judge.jsonl"));
+                Some(Cache::open(&path, mode != CacheMode::Replay)?)
+            }
+        };
+        let counters = Arc::new(Counters::default());
+        let client = Client::new(&settings, counters.clone())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vlmtest-judge")
+            .enable_all()
+            .build()
+            .map_err(|e| JudgeError::Client(e.to_string()))?;
+        let inner = Inner {
+            permits: Semaphore::new(settings.concurrency),
+            settings,
+            client,
+            cache,
+            counters,
+            items: AtomicU64::new(0),
+            scored: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            repairs: AtomicU64::new(0),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            rubrics,
+            runtime,
+        })
+    }
+
+    /// The loaded rubrics, by name.
+    pub fn rubrics(&self) -> impl Iterator<Item = &Rubric> {
+        self.rubrics.values().map(|r| r.as_ref())
+    }
+
+    /// Scores every item; one `Score` per item, in order. Never panics on a judge failure.
+    pub fn score(&self, items: &[JudgeItem<'_>]) -> Vec<Score> {
+        self.inner
+            .items
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let mut out: Vec<Option<Score>> = vec![None; items.len()];
+        let mut jobs = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let scorer = format!("judge.{}", item.rubric);
+            let Some(rubric) = self.rubrics.get(item.rubric) else {
+                let known: Vec<&str> = self.rubrics.keys().map(String::as_str).collect();
+                let msg = format!(
+                    "unknown rubric `{}`; judges/ has: {}",
+                    item.rubric,
+                    known.join(", ")
+                );
+                out[i] = Some(self.inner.error(Score::scorer_error(
+                    scorer,
+                    item.threshold.unwrap_or(0.5),
+                    msg,
+                )));
+                continue;
+            };
+            let threshold = item.threshold.unwrap_or(rubric.threshold);
+            let question = item.case.question();
+            let fields = Fields {
+                input: Some(question.as_str()).filter(|q| !q.trim().is_empty()),
+                answer: item.answer,
+                reference: item.case.reference.as_deref(),
+                context: item.case.context.as_deref(),
+            };
+            if let Some(missing) = fields.missing(rubric) {
+                self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "not judged: the case has no {}",
+                    missing.label().to_lowercase()
+                );
+                out[i] = Some(Score::skipped(scorer, msg));
+                continue;
+            }
+            jobs.push((
+                i,
+                rubric.clone(),
+                prompt::messages(rubric, &fields),
+                threshold,
+            ));
+        }
+        let inner = self.inner.clone();
+        let run = async move {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, rubric, messages, threshold) in jobs {
+                let inner = inner.clone();
+                set.spawn(async move { (i, inner.judge(&rubric, messages, threshold).await) });
+            }
+            let mut done = Vec::new();
+            while let Some(res) = set.join_next().await {
+                if let Ok(pair) = res {
+                    done.push(pair);
+                }
+            }
+            done
+        };
+        let done = if tokio::runtime::Handle::try_current().is_ok() {
+            // Called from inside a runtime (an async harness): block on our own in a plain thread.
+            std::thread::scope(|s| {
+                s.spawn(|| self.runtime.block_on(run))
+                    .join()
+                    .unwrap_or_default()
+            })
+        } else {
+            self.runtime.block_on(run)
+        };
+        for (i, score) in done {
+            out[i] = Some(score);
+        }
+        out.into_iter()
+            .zip(items)
+            .map(|(s, item)| {
+                s.unwrap_or_else(|| {
+                    let score = Score::scorer_error(
+                        format!("judge.{}", item.rubric),
+                        item.threshold.unwrap_or(0.5),
+                        "the judge task failed unexpectedly".into(),
+                    );
+                    self.inner.error(score)
+                })
+            })
+            .collect()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JudgeStats {
+        let i = &self.inner;
+        let c = &i.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let prompt_tokens = load(&c.prompt_tokens);
+        let completion_tokens = load(&c.completion_tokens);
+        JudgeStats {
+            judge_model: i.settings.model.clone(),
+            items: load(&i.items),
+            scored: load(&i.scored),
+            skipped: load(&i.skipped),
+            errors: load(&i.errors),
+            repairs: load(&i.repairs),
+            http_calls: load(&c.http_calls),
+            retries: load(&c.retries),
+            cache_hits: load(&c.cache_hits),
+            prompt_tokens,
+            completion_tokens,
+            cost_usd: (prompt_tokens as f64 * i.settings.price_prompt_per_mtok
+                + completion_tokens as f64 * i.settings.price_completion_per_mtok)
+                / 1e6,
+        }
+    }
+}
+
+impl Inner {
+    fn error(&self, score: Score) -> Score {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        score
+    }
+
+    /// One judge expectation, end to end.
+    async fn judge(&self, rubric: &Rubric, messages: Vec<Value>, threshold: f64) -> Score {
+        let scorer = format!("judge.{}", rubric.name);
+        let mut exchange = Vec::new();
+        let fail = |exchange: Vec<Value>, msg: String| {
+            let data =
+                json!({"rubric": rubric.name, "metric": rubric.metric, "exchange": exchange});
+            self.error(
+                Score::scorer_error(scorer.clone(), threshold, format!("judge error: {msg}"))
+                    .with_data(data),
+            )
+        };
+        let mut messages = messages;
+        for round in 0..2 {
+            let body = prompt::body(&self.settings, rubric, messages.clone());
+            let reply = match self.reply(&body).await {
+                Ok(r) => r,
+                Err(e) => return fail(exchange, e.to_string()),
+            };
+            let choice = &reply.response["choices"][0];
+            let content = choice["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            exchange.push(json!({
+                "messages": messages,
+                "reply": content,
+                "finish_reason": choice["finish_reason"],
+                "usage": reply.response["usage"],
+                "cached": reply.cached,
+            }));
+            match parse::parse(rubric, &content) {
+                Ok(verdict) => {
+                    let o = metric::compute(
+                        rubric,
+                        &verdict,
+                        &content,
+                        choice.get("logprobs").filter(|v| !v.is_null()),
+                    );
+                    self.scored.fetch_add(1, Ordering::Relaxed);
+                    let data = json!({
+                        "rubric": rubric.name,
+                        "metric": rubric.metric,
+                        "reason": verdict.reason(),
+                        "verdict": verdict,
+                        "detail": o.detail,
+                        "repaired": round > 0,
+                        "exchange": exchange,
+                    });
+                    return Score::scored(scorer, o.value, threshold, o.reason).with_data(data);
+                }
+                Err(err) if round == 0 => {
+                    self.repairs.fetch_add(1, Ordering::Relaxed);
+                    messages = prompt::repair(messages, &content, &err);
+                }
+                Err(err) => {
+                    return fail(
+                        exchange,
+                        format!("reply unparseable after one repair round: {err}"),
+                    )
+                }
+            }
+        }
+        fail(exchange, "no reply".into())
+    }
+
+    /// The response to `body`: from the cache when allowed, else over HTTP (then stored).
+    async fn reply(&self, body: &Value) -> Result<Reply, CallError> {
+        let mode = self.settings.cache;
+        let key = cache::key(&self.settings.model, body);
+        if let Some(cache) = &self.cache {
+            if matches!(mode, CacheMode::Use | CacheMode::Replay) {
+                if let Some(response) = cache.get(&key) {
+                    self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Reply {
+                        response,
+                        cached: true,
+                    });
+                }
+            }
+            if mode == CacheMode::Replay {
+                return Err(CallError::NotInCache);
+            }
+        }
+        let response = {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            self.client.chat(body).await?
+        };
+        if let Some(cache) = &self.cache {
+            // A failed cache write costs a re-call next run, not this run's score.
+            let _ = cache.put(Entry {
+                key,
+                model: self.settings.model.clone(),
+                request: body.clone(),
+                response: response.clone(),
+            });
+        }
+        Ok(Reply {
+            response,
+            cached: false,
+        })
+    }
+}

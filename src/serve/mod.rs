@@ -1,0 +1,129 @@
+//! `vlmtest serve`: an OpenAI-compatible chat server over a local model.
+//!
+//! It is the default local judge (its `response_format` support turns even SmolLM2-135M into a
+//! judge that always answers parseable JSON) and puts the model under test behind the same
+//! protocol the `openai:` model spec speaks.
+
+pub mod api;
+pub mod constrain;
+pub mod engine;
+pub mod http;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::case::Message;
+use crate::model::gguf::GgufModel;
+use crate::model::spec::ModelSpec;
+use crate::model::ModelError;
+use engine::LogitsModel;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to load the model: {0}")]
+    Model(#[from] ModelError),
+    #[error("--adapter is not supported for {0} yet (GGUF models take no LoRA adapter)")]
+    AdapterUnsupported(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// `vlmtest serve` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The model to serve: a .gguf file, or `smollm2` for the default model (fetched on first use).
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// A PEFT-format LoRA adapter folder to apply (vision checkpoints only).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Address to listen on. Keep the loopback default unless the network is trusted: there is no
+    /// authentication.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The model id clients send and `/v1/models` lists (default: `smollm2` or the file stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Upper bound (and default) of `max_tokens` per request.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+}
+
+/// The GGUF model behind the engine's interface.
+pub struct GgufLogits {
+    model: GgufModel,
+    vocab: Vec<Option<Vec<u8>>>,
+}
+
+impl GgufLogits {
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let model = GgufModel::load(path)?;
+        let vocab = engine::byte_level_vocab(model.tokenizer());
+        Ok(Self { model, vocab })
+    }
+}
+
+impl LogitsModel for GgufLogits {
+    fn render(&self, messages: &[Message]) -> Result<String, ModelError> {
+        Ok(self.model.render_chat(messages))
+    }
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.model.encode(text)
+    }
+    fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
+        self.model.forward_logits(tokens, pos)
+    }
+    fn eos_tokens(&self) -> &[u32] {
+        self.model.eos_tokens()
+    }
+    fn vocab_bytes(&self) -> &[Option<Vec<u8>>] {
+        &self.vocab
+    }
+}
+
+/// Resolves `--model` to a GGUF file with the CLI's spec rules (`smollm2` is the default model,
+/// fetched if needed; relative paths from the working directory).
+pub fn resolve_model(spec: &str) -> Result<PathBuf, ModelError> {
+    match ModelSpec::parse(spec, Path::new("."))? {
+        ModelSpec::Gguf(path) => Ok(path),
+        other => Err(ModelError::Other(format!(
+            "`vlmtest serve` serves a local GGUF model, not {other:?}"
+        ))),
+    }
+}
+
+/// Loads the model and serves until the process ends.
+pub fn run_serve(args: &ServeArgs) -> Result<(), ServeError> {
+    if args.adapter.is_some() {
+        return Err(ServeError::AdapterUnsupported(args.model.clone()));
+    }
+    let path = resolve_model(&args.model)?;
+    let model = GgufLogits::load(&path)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.model, &path));
+    let config = http::ServerConfig {
+        name,
+        max_tokens_cap: args.max_tokens,
+    };
+    let addr = SocketAddr::new(args.host, args.port);
+    http::serve_blocking(Box::new(model), &config, addr)
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn default_name(spec: &str, path: &Path) -> String {
+    if spec == "smollm2" || spec.is_empty() {
+        return "smollm2".into();
+    }
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_owned()
+}

@@ -366,7 +366,18 @@ pub fn train(
     if cfg.save_merged {
         save_merged(&run_dir.join("merged"), &model.merged_state_dict()?)?;
     }
-    let after = if !val.is_empty() {
+    let final_step = state.best_step.unwrap_or(state.step);
+    let reusable = epochs_evals
+        .iter()
+        .rev()
+        .find(|e| e.step == final_step)
+        .cloned();
+    let after = if let Some(mut s) = reusable {
+        // The final adapter was already evaluated after its epoch: same weights, same answers.
+        s.label = "after".into();
+        save_json(&run_dir.join("prebench_after_training_summary.json"), &s)?;
+        Some(s)
+    } else if !val.is_empty() {
         let s = evaluate(
             &*model,
             "after",

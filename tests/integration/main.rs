@@ -1,3 +1,5 @@
 //! Integration tests, one module per area.
 
 mod gguf_model;
+mod train_lora;
+mod train_parity;

@@ -3,3 +3,4 @@
 mod gguf_model;
 mod train_lora;
 mod train_parity;
+mod train_peft;

@@ -66,10 +66,17 @@ impl AnswerCache {
     /// Writes atomically (temporary file, then rename), so a killed run never leaves half a file.
     pub fn put(&self, case: &Case, answer: &Answer) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let entry = Entry { name: case.id.test_name(), fingerprint: self.fingerprint.clone(), answer: answer.clone() };
+        let entry = Entry {
+            name: case.id.test_name(),
+            fingerprint: self.fingerprint.clone(),
+            answer: answer.clone(),
+        };
         let path = self.path(case);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&entry).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &path)
     }
 }

@@ -21,7 +21,11 @@ pub struct CaseId {
 
 impl CaseId {
     pub fn new(suite: &str, category: &str, id: &str) -> Self {
-        Self { suite: suite.to_owned(), category: category.to_owned(), id: id.to_owned() }
+        Self {
+            suite: suite.to_owned(),
+            category: category.to_owned(),
+            id: id.to_owned(),
+        }
     }
 
     /// The libtest name, `suite::category::id`.
@@ -81,7 +85,10 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Self { role, parts: vec![Part::Text { text: text.into() }] }
+        Self {
+            role,
+            parts: vec![Part::Text { text: text.into() }],
+        }
     }
 
     /// The message's text parts joined by newlines (images left out).
@@ -118,7 +125,10 @@ pub struct Tolerance {
 
 impl Default for Tolerance {
     fn default() -> Self {
-        Self { abs: 1e-9, rel: 0.0 }
+        Self {
+            abs: 1e-9,
+            rel: 0.0,
+        }
     }
 }
 
@@ -144,15 +154,25 @@ pub enum Expectation {
         threshold: f64,
     },
     /// Keywords appear in the answer, case- and accent-insensitively.
-    Keywords { keywords: Vec<String>, min_matched: Option<usize>, threshold: f64 },
+    Keywords {
+        keywords: Vec<String>,
+        min_matched: Option<usize>,
+        threshold: f64,
+    },
     /// The answer equals the expected text (exactly, or after normalisation).
     Exact { text: String, normalise: bool },
     /// Token-overlap F1 against a reference answer (SQuAD-style), for free-text references.
     TokenF1 { reference: String, threshold: f64 },
     /// An LLM judge grades the answer with the named rubric from `judges/`.
-    Judge { rubric: String, threshold: Option<f64> },
+    Judge {
+        rubric: String,
+        threshold: Option<f64>,
+    },
     /// A task scorer (deals, labels, price, spam) owned by a task module; `spec` is its own data.
-    Task { task: String, spec: serde_json::Value },
+    Task {
+        task: String,
+        spec: serde_json::Value,
+    },
 }
 
 impl Expectation {
@@ -161,8 +181,12 @@ impl Expectation {
         match self {
             Expectation::Numbers { .. } => "numeric".into(),
             Expectation::Keywords { .. } => "keywords".into(),
-            Expectation::Exact { normalise: false, .. } => "exact".into(),
-            Expectation::Exact { normalise: true, .. } => "exact_normalised".into(),
+            Expectation::Exact {
+                normalise: false, ..
+            } => "exact".into(),
+            Expectation::Exact {
+                normalise: true, ..
+            } => "exact_normalised".into(),
             Expectation::TokenF1 { .. } => "token_f1".into(),
             Expectation::Judge { rubric, .. } => format!("judge.{rubric}"),
             Expectation::Task { task, .. } => task.clone(),

@@ -21,7 +21,11 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "vlmtest", version, about = "cargo test for vision-language models")]
+#[command(
+    name = "vlmtest",
+    version,
+    about = "cargo test for vision-language models"
+)]
 pub struct Cli {
     /// Project root holding vlmtest.toml, probes/ and cases/ (default: current directory).
     #[arg(long, global = true, env = "VLMTEST_ROOT")]
@@ -91,8 +95,21 @@ pub fn main() -> ExitCode {
     let root = cli.root.clone().unwrap_or_else(project_root);
     let code = match cli.command {
         Command::List { selection } => list(&root, &selection),
-        Command::Run { selection, model, adapter, max_samples, max_new_tokens, format, record } => {
-            let overrides = Overrides { model, adapter, max_samples, max_new_tokens };
+        Command::Run {
+            selection,
+            model,
+            adapter,
+            max_samples,
+            max_new_tokens,
+            format,
+            record,
+        } => {
+            let overrides = Overrides {
+                model,
+                adapter,
+                max_samples,
+                max_new_tokens,
+            };
             run(&root, &selection, &overrides, format, record)
         }
         Command::Report { paths, format } => show_reports(&root, paths, format),
@@ -123,7 +140,13 @@ fn selected<'a>(session: &'a Session, sel: &Selection) -> Vec<&'a Case> {
         .iter()
         .filter(|s| sel.suites.is_empty() || sel.suites.contains(&s.name))
         .flat_map(|s| &s.cases)
-        .filter(|c| !c.ignored && sel.filter.as_ref().is_none_or(|f| c.id.test_name().contains(f.as_str())))
+        .filter(|c| {
+            !c.ignored
+                && sel
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| c.id.test_name().contains(f.as_str()))
+        })
         .collect()
 }
 
@@ -144,10 +167,20 @@ fn list(root: &std::path::Path, sel: &Selection) -> u8 {
     for c in selected(&session, sel) {
         println!("{}", c.id);
     }
-    if print_load_errors(&session) { exit::ERROR } else { exit::PASSED }
+    if print_load_errors(&session) {
+        exit::ERROR
+    } else {
+        exit::PASSED
+    }
 }
 
-fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: Format, record: Option<PathBuf>) -> u8 {
+fn run(
+    root: &std::path::Path,
+    sel: &Selection,
+    overrides: &Overrides,
+    format: Format,
+    record: Option<PathBuf>,
+) -> u8 {
     let session = match open(root, overrides) {
         Ok(s) => s,
         Err(code) => return code,
@@ -158,7 +191,11 @@ fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: F
         eprintln!("error: no cases selected");
         return exit::ERROR;
     }
-    eprintln!("vlmtest: {} cases, model `{}`", cases.len(), session.config.model.spec);
+    eprintln!(
+        "vlmtest: {} cases, model `{}`",
+        cases.len(),
+        session.config.model.spec
+    );
     let eval = session.evaluate(&cases, true);
     if matches!(format, Format::Table) {
         for c in &cases {
@@ -170,7 +207,11 @@ fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: F
     if let Some(path) = record {
         let answers: Vec<(String, String)> = cases
             .iter()
-            .filter_map(|c| eval.verdicts.get(&c.id.test_name()).and_then(|v| v.answer.as_ref().map(|a| (v.name.clone(), a.text.clone()))))
+            .filter_map(|c| {
+                eval.verdicts
+                    .get(&c.id.test_name())
+                    .and_then(|v| v.answer.as_ref().map(|a| (v.name.clone(), a.text.clone())))
+            })
             .collect();
         if let Err(e) = ReplayModel::write(&path, &answers) {
             eprintln!("error: cannot write {}: {e}", path.display());
@@ -186,7 +227,8 @@ fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: F
         }
         let mut r = session.report(suite, &eval);
         // A filtered run reports on what it ran.
-        r.verdicts.retain(|v| cases.iter().any(|c| c.id.test_name() == v.name));
+        r.verdicts
+            .retain(|v| cases.iter().any(|c| c.id.test_name() == v.name));
         if let Err(e) = report::write_json(&out_dir, &r) {
             eprintln!("warning: cannot write report: {e}");
         }
@@ -199,10 +241,19 @@ fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: F
             eval.stats.from_cache, eval.stats.generated, tps, eval.stats.failed
         );
     } else {
-        eprintln!("answers: {} from cache, {} generated, {} failed", eval.stats.from_cache, eval.stats.generated, eval.stats.failed);
+        eprintln!(
+            "answers: {} from cache, {} generated, {} failed",
+            eval.stats.from_cache, eval.stats.generated, eval.stats.failed
+        );
     }
     eprintln!("reports: {}", out_dir.display());
-    let failed = reports.iter().any(|r| if r.gates.is_empty() { r.failed > 0 } else { !r.gates_passed() });
+    let failed = reports.iter().any(|r| {
+        if r.gates.is_empty() {
+            r.failed > 0
+        } else {
+            !r.gates_passed()
+        }
+    });
     if load_failed || eval.stats.failed > 0 {
         exit::ERROR
     } else if failed {
@@ -215,7 +266,10 @@ fn run(root: &std::path::Path, sel: &Selection, overrides: &Overrides, format: F
 fn render(reports: &[Report], format: Format) {
     match format {
         Format::Table => println!("\n{}", table::summary(reports)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(reports).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(reports).unwrap_or_default()
+        ),
         Format::Junit => print!("{}", junit::render(reports)),
     }
 }
@@ -224,12 +278,19 @@ fn show_reports(root: &std::path::Path, mut paths: Vec<PathBuf>, format: Format)
     if paths.is_empty() {
         let dir = report::output_dir(root);
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            eprintln!("error: no reports in {} (run `vlmtest run` first)", dir.display());
+            eprintln!(
+                "error: no reports in {} (run `vlmtest run` first)",
+                dir.display()
+            );
             return exit::ERROR;
         };
         paths = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("report-") && n.ends_with(".json")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("report-") && n.ends_with(".json"))
+            })
             .collect();
         paths.sort();
     }

@@ -23,6 +23,9 @@ pub struct Config {
     pub judge: Option<toml::Table>,
     #[serde(default)]
     pub suites: BTreeMap<String, SuiteConfig>,
+    /// Set when the environment or a flag chose the model: it then applies to every suite.
+    #[serde(skip)]
+    pub model_forced: bool,
 }
 
 /// Which model answers, and how.
@@ -91,6 +94,9 @@ pub enum RowScorer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuiteConfig {
+    /// This suite's model spec, instead of `[model].spec` (e.g. a replay file for an image suite
+    /// when the default model is text-only). `--model` / `VLMTEST_MODEL` override it.
+    pub model: Option<String>,
     /// System prompt prepended to every case that has none.
     pub system: Option<String>,
     /// Template for probe prompts: `{question}` and `{context}` are replaced.
@@ -110,14 +116,39 @@ pub struct SuiteConfig {
     /// Relative tolerance for numbers taken from a row's reference.
     #[serde(default = "default_row_tolerance")]
     pub row_tolerance: f64,
-    /// Minimum aggregate values: `pass_rate`, `score.<scorer>` (mean), `<task>.<metric>`.
+    /// Bounds on aggregate values: `pass_rate`, `score.<scorer>` (mean), `category.<name>`,
+    /// `<task>.<metric>`. A number is a minimum; `{ max = 0.2 }` (or `{ min, max }`) bounds from
+    /// above, for lower-is-better metrics such as SMAPE or the malformed rate.
     #[serde(default)]
-    pub gates: BTreeMap<String, f64>,
+    pub gates: BTreeMap<String, GateBound>,
     /// Metadata fields to break aggregates down by (besides `category`).
     #[serde(default)]
     pub slices: Vec<String>,
     /// Cases of this suite come from an importer instead of `cases/<name>.jsonl`.
     pub source: Option<SourceConfig>,
+}
+
+/// A gate's bound: a bare number is a minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum GateBound {
+    Min(f64),
+    Range {
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        max: Option<f64>,
+    },
+}
+
+impl GateBound {
+    /// `(min, max)`, either possibly absent.
+    pub fn bounds(self) -> (Option<f64>, Option<f64>) {
+        match self {
+            GateBound::Min(m) => (Some(m), None),
+            GateBound::Range { min, max } => (min, max),
+        }
+    }
 }
 
 /// An importer source: `{ kind = "spam", path = "fixtures/spam/val.tsv" }`.
@@ -141,6 +172,7 @@ fn default_row_tolerance() -> f64 {
 impl Default for SuiteConfig {
     fn default() -> Self {
         Self {
+            model: None,
             system: None,
             prompt: default_prompt(),
             missing_image: MissingImage::default(),
@@ -180,7 +212,14 @@ impl Config {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(SuiteError::new(&path, None, None, format!("cannot read: {e}"))),
+            Err(e) => {
+                return Err(SuiteError::new(
+                    &path,
+                    None,
+                    None,
+                    format!("cannot read: {e}"),
+                ))
+            }
         };
         toml::from_str(&text).map_err(|e| toml_error(&path, &text, &e))
     }
@@ -191,29 +230,46 @@ impl Config {
         if let Ok(spec) = std::env::var("VLMTEST_MODEL") {
             if !spec.is_empty() {
                 self.model.spec = spec;
+                self.model_forced = true;
             }
         }
         if let Ok(adapter) = std::env::var("VLMTEST_ADAPTER") {
             self.model.adapter = (!adapter.is_empty()).then(|| PathBuf::from(adapter));
         }
-        for (var, slot) in [
-            ("VLMTEST_MAX_SAMPLES", &mut self.model.max_samples),
-        ] {
+        for (var, slot) in [("VLMTEST_MAX_SAMPLES", &mut self.model.max_samples)] {
             if let Ok(v) = std::env::var(var) {
-                let n = v.parse::<usize>().map_err(|e| SuiteError::new(env_path, None, Some(var), format!("`{v}`: {e}")))?;
+                let n = v.parse::<usize>().map_err(|e| {
+                    SuiteError::new(env_path, None, Some(var), format!("`{v}`: {e}"))
+                })?;
                 *slot = Some(n);
             }
         }
         if let Ok(v) = std::env::var("VLMTEST_MAX_NEW_TOKENS") {
-            self.model.max_new_tokens = v
-                .parse::<usize>()
-                .map_err(|e| SuiteError::new(env_path, None, Some("VLMTEST_MAX_NEW_TOKENS"), format!("`{v}`: {e}")))?;
+            self.model.max_new_tokens = v.parse::<usize>().map_err(|e| {
+                SuiteError::new(
+                    env_path,
+                    None,
+                    Some("VLMTEST_MAX_NEW_TOKENS"),
+                    format!("`{v}`: {e}"),
+                )
+            })?;
         }
         Ok(())
     }
 
     pub fn suite(&self, name: &str) -> SuiteConfig {
         self.suites.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The model spec that answers `suite`: a forced one (flag, environment), else the suite's
+    /// own, else `[model].spec`.
+    pub fn model_spec_for(&self, suite: &str) -> &str {
+        if !self.model_forced {
+            if let Some(spec) = self.suites.get(suite).and_then(|s| s.model.as_deref()) {
+                return spec;
+            }
+        }
+        &self.model.spec
     }
 }
 
@@ -235,7 +291,11 @@ mod tests {
     #[test]
     fn unknown_keys_name_the_file_and_line() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(CONFIG_FILE), "[model]\nspec = \"x\"\n\n[suites.a]\npromt = \"oops\"\n").expect("write");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[model]\nspec = \"x\"\n\n[suites.a]\npromt = \"oops\"\n",
+        )
+        .expect("write");
         let err = Config::load(dir.path()).expect_err("unknown field");
         let msg = err.to_string();
         assert!(msg.contains("vlmtest.toml:5"), "{msg}");

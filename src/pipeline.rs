@@ -27,6 +27,16 @@ pub struct GenerationStats {
 }
 
 impl GenerationStats {
+    /// Adds another pass's counts.
+    pub fn absorb(&mut self, other: &Self) {
+        self.from_cache += other.from_cache;
+        self.generated += other.generated;
+        self.failed += other.failed;
+        self.prompt_tokens += other.prompt_tokens;
+        self.generated_tokens += other.generated_tokens;
+        self.model_time += other.model_time;
+    }
+
     /// Decode throughput of the answers generated in this run.
     pub fn tokens_per_second(&self) -> Option<f64> {
         let secs = self.model_time.as_secs_f64();
@@ -46,9 +56,13 @@ pub struct Generation<'a> {
 /// Answers every case: cached answers first; the misses are generated under a cross-process lock
 /// (so parallel test processes do not load the model at once), each answer written to the cache
 /// as soon as it exists, so a killed run resumes where it stopped.
-pub fn answer_all(cases: &[&Case], g: &Generation<'_>) -> (Vec<Result<Answer, String>>, GenerationStats) {
+pub fn answer_all(
+    cases: &[&Case],
+    g: &Generation<'_>,
+) -> (Vec<Result<Answer, String>>, GenerationStats) {
     let mut stats = GenerationStats::default();
-    let mut answers: Vec<Option<Result<Answer, String>>> = cases.iter().map(|c| g.cache.get(c).map(Ok)).collect();
+    let mut answers: Vec<Option<Result<Answer, String>>> =
+        cases.iter().map(|c| g.cache.get(c).map(Ok)).collect();
     if answers.iter().any(Option::is_none) {
         let _lock = FileLock::acquire(&g.cache.dir().join(".generate.lock"));
         // Another process may have produced some of them while this one waited.
@@ -62,8 +76,10 @@ pub fn answer_all(cases: &[&Case], g: &Generation<'_>) -> (Vec<Result<Answer, St
             generate_missing(cases, &missing, g, &mut answers, &mut stats);
         }
     }
-    let answers: Vec<Result<Answer, String>> =
-        answers.into_iter().map(|a| a.unwrap_or_else(|| Err("no answer produced".into()))).collect();
+    let answers: Vec<Result<Answer, String>> = answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err("no answer produced".into())))
+        .collect();
     stats.from_cache = cases.len() - stats.generated - stats.failed;
     (answers, stats)
 }
@@ -75,7 +91,11 @@ fn generate_missing(
     answers: &mut [Option<Result<Answer, String>>],
     stats: &mut GenerationStats,
 ) {
-    let bar = if g.progress { ProgressBar::new(missing.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if g.progress {
+        ProgressBar::new(missing.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} generating {pos}/{len} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -93,8 +113,13 @@ fn generate_missing(
         }
     };
     for chunk in missing.chunks(g.batch_size.max(1)) {
-        let requests: Vec<Request<'_>> =
-            chunk.iter().map(|&i| Request { name: cases[i].id.test_name(), messages: &cases[i].messages }).collect();
+        let requests: Vec<Request<'_>> = chunk
+            .iter()
+            .map(|&i| Request {
+                name: cases[i].id.test_name(),
+                messages: &cases[i].messages,
+            })
+            .collect();
         let start = Instant::now();
         let results = model.generate(&requests, &g.options);
         stats.model_time += start.elapsed();
@@ -105,7 +130,10 @@ fn generate_missing(
                     stats.prompt_tokens += a.prompt_tokens;
                     stats.generated_tokens += a.generated_tokens;
                     if let Err(e) = g.cache.put(cases[i], &a) {
-                        eprintln!("vlmtest: warning: could not cache the answer of {}: {e}", cases[i].id);
+                        eprintln!(
+                            "vlmtest: warning: could not cache the answer of {}: {e}",
+                            cases[i].id
+                        );
                     }
                     Ok(a)
                 }
@@ -131,13 +159,16 @@ pub struct JudgeRequest<'a> {
     pub threshold: Option<f64>,
 }
 
+/// The judge stage: scores a batch of judge requests, one score per request, in order.
+pub type JudgeFn<'f> = &'f dyn Fn(&[JudgeRequest<'_>]) -> Vec<Score>;
+
 /// Scores every answer. Deterministic scorers run inline; task scorers through `task`; all judge
 /// requests of the run go to `judge` in one call, so it can run them concurrently.
 pub fn score_all(
     cases: &[&Case],
     answers: &[Result<Answer, String>],
     task: &dyn Fn(&str, &serde_json::Value, &str) -> Score,
-    judge: Option<&dyn Fn(&[JudgeRequest<'_>]) -> Vec<Score>>,
+    judge: Option<JudgeFn<'_>>,
 ) -> Vec<Verdict> {
     let mut scores: Vec<Vec<Option<Score>>> = Vec::with_capacity(cases.len());
     let mut judge_requests = Vec::new();
@@ -152,7 +183,12 @@ pub fn score_all(
             let s = match e {
                 Expectation::Task { task: name, spec } => Some(task(name, spec, &answer.text)),
                 Expectation::Judge { rubric, threshold } => {
-                    judge_requests.push(JudgeRequest { case, answer: &answer.text, rubric, threshold: *threshold });
+                    judge_requests.push(JudgeRequest {
+                        case,
+                        answer: &answer.text,
+                        rubric,
+                        threshold: *threshold,
+                    });
                     judge_slots.push((ci, ei));
                     None
                 }
@@ -167,8 +203,14 @@ pub fn score_all(
             Some(run) => run(&judge_requests),
             None => judge_requests
                 .iter()
-                .map(|r| Score::scorer_error(format!("judge.{}", r.rubric), r.threshold.unwrap_or(0.0),
-                    "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into()))
+                .map(|r| {
+                    Score::scorer_error(
+                        format!("judge.{}", r.rubric),
+                        r.threshold.unwrap_or(0.0),
+                        "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL"
+                            .into(),
+                    )
+                })
                 .collect(),
         };
         for ((ci, ei), s) in judge_slots.into_iter().zip(results) {
@@ -179,6 +221,8 @@ pub fn score_all(
         .iter()
         .zip(answers)
         .zip(scores)
-        .map(|((case, answer), row)| Verdict::new(case, answer.clone(), row.into_iter().flatten().collect()))
+        .map(|((case, answer), row)| {
+            Verdict::new(case, answer.clone(), row.into_iter().flatten().collect())
+        })
         .collect()
 }

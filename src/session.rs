@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cache::AnswerCache;
-use crate::case::Case;
+use crate::case::{Case, Expectation};
 use crate::config::Config;
 use crate::model::spec::ModelSpec;
-use crate::model::GenerationOptions;
-use crate::pipeline::{self, GenerationStats, Generation};
+use crate::model::{Answer, GenerationOptions};
+use crate::pipeline::{self, Generation, GenerationStats};
 use crate::report::{self, Report};
 use crate::score::Score;
 use crate::suite::{self, Suite, SuiteError};
+use crate::task;
 use crate::verdict::Verdict;
 
 /// Overrides from CLI flags (applied after `vlmtest.toml` and the environment).
@@ -33,7 +34,8 @@ pub struct Session {
 
 /// Verdicts of an evaluated selection, by test name.
 pub struct Evaluation {
-    pub model_label: String,
+    /// Suite → label of the model that answered it.
+    pub model_labels: BTreeMap<String, String>,
     pub verdicts: HashMap<String, Verdict>,
     pub stats: GenerationStats,
 }
@@ -45,6 +47,7 @@ impl Session {
         config.apply_env()?;
         if let Some(m) = &overrides.model {
             config.model.spec = m.clone();
+            config.model_forced = true;
         }
         if let Some(a) = &overrides.adapter {
             config.model.adapter = Some(a.clone());
@@ -55,44 +58,140 @@ impl Session {
         if let Some(n) = overrides.max_new_tokens {
             config.model.max_new_tokens = n;
         }
-        let suites = suite::load_all(root, &config, None);
-        Ok(Self { root: root.to_path_buf(), config, suites })
+        let suites = suite::load_all(root, &config, Some(import_source));
+        Ok(Self {
+            root: root.to_path_buf(),
+            config,
+            suites,
+        })
     }
 
     pub fn suite(&self, name: &str) -> Option<&Suite> {
         self.suites.iter().find(|s| s.name == name)
     }
 
-    /// Answers and scores `cases`. A model that cannot be resolved or loaded fails every case
-    /// with its error; nothing here panics on bad input.
+    /// Answers and scores `cases`, each suite with its model. A model that cannot be resolved or
+    /// loaded fails its cases with its error; nothing here panics on bad input.
     pub fn evaluate(&self, cases: &[&Case], progress: bool) -> Evaluation {
-        let options = GenerationOptions { max_new_tokens: self.config.model.max_new_tokens };
-        let spec = ModelSpec::parse(&self.config.model.spec, &self.root);
-        let (answers, stats, label) = match spec.and_then(|s| s.fingerprint().map(|fp| (s, fp))) {
+        let mut by_spec: BTreeMap<&str, Vec<&Case>> = BTreeMap::new();
+        for c in cases {
+            by_spec
+                .entry(self.config.model_spec_for(&c.id.suite))
+                .or_default()
+                .push(c);
+        }
+        let mut eval = Evaluation {
+            model_labels: BTreeMap::new(),
+            verdicts: HashMap::new(),
+            stats: GenerationStats::default(),
+        };
+        for (spec, group) in by_spec {
+            let (answers, stats, label) = self.answer(spec, &group, progress);
+            for c in &group {
+                eval.model_labels.insert(c.id.suite.clone(), label.clone());
+            }
+            eval.stats.absorb(&stats);
+            let verdicts = pipeline::score_all(&group, &answers, &task::score, None);
+            eval.verdicts
+                .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));
+        }
+        eval
+    }
+
+    fn answer(
+        &self,
+        spec_text: &str,
+        cases: &[&Case],
+        progress: bool,
+    ) -> (Vec<Result<Answer, String>>, GenerationStats, String) {
+        let options = GenerationOptions {
+            max_new_tokens: self.config.model.max_new_tokens,
+        };
+        let spec = ModelSpec::parse(spec_text, &self.root);
+        match spec.and_then(|s| s.fingerprint().map(|fp| (s, fp))) {
             Ok((spec, fingerprint)) => {
-                let cache = AnswerCache::new(&AnswerCache::default_root(&self.root), &fingerprint, &options);
-                let g = Generation { spec: &spec, options, batch_size: self.config.model.batch_size, cache, progress };
+                let cache = AnswerCache::new(
+                    &AnswerCache::default_root(&self.root),
+                    &fingerprint,
+                    &options,
+                );
+                let g = Generation {
+                    spec: &spec,
+                    options,
+                    batch_size: self.config.model.batch_size,
+                    cache,
+                    progress,
+                };
                 let (answers, stats) = pipeline::answer_all(cases, &g);
                 (answers, stats, spec.label())
             }
             Err(e) => {
-                let msg = format!("model `{}`: {e}", self.config.model.spec);
-                (cases.iter().map(|_| Err(msg.clone())).collect(), GenerationStats::default(), "unresolved".to_string())
+                let msg = format!("model `{spec_text}`: {e}");
+                (
+                    cases.iter().map(|_| Err(msg.clone())).collect(),
+                    GenerationStats::default(),
+                    "unresolved".to_string(),
+                )
             }
-        };
-        let task = |name: &str, _spec: &serde_json::Value, _answer: &str| {
-            Score::scorer_error(name, 0.0, format!("no scorer for task `{name}` in this build"))
-        };
-        let verdicts = pipeline::score_all(cases, &answers, &task, None);
-        let verdicts = verdicts.into_iter().map(|v| (v.name.clone(), v)).collect();
-        Evaluation { model_label: label, verdicts, stats }
+        }
     }
 
-    /// The aggregate report of a suite whose cases were all evaluated.
+    /// The aggregate report of a suite whose cases were all evaluated, with the metrics of every
+    /// task its cases name.
     pub fn report(&self, suite: &Suite, eval: &Evaluation) -> Report {
         let cfg = self.config.suite(&suite.name);
         let cases: Vec<&Case> = suite.cases.iter().filter(|c| !c.ignored).collect();
-        let verdicts: Vec<Verdict> = cases.iter().filter_map(|c| eval.verdicts.get(&c.id.test_name()).cloned()).collect();
-        report::build(&suite.name, &eval.model_label, &cfg, &cases, &verdicts, BTreeMap::new())
+        let verdicts: Vec<Verdict> = cases
+            .iter()
+            .filter_map(|c| eval.verdicts.get(&c.id.test_name()).cloned())
+            .collect();
+        let tasks = task_reports(&cases, &verdicts, &cfg.slices);
+        let label = eval
+            .model_labels
+            .get(&suite.name)
+            .cloned()
+            .unwrap_or_else(|| "unresolved".into());
+        report::build(&suite.name, &label, &cfg, &cases, &verdicts, tasks)
     }
+}
+
+/// Task metrics of a suite: one entry per task its cases name, `{metrics, details}` or `{error}`.
+fn task_reports(
+    cases: &[&Case],
+    verdicts: &[Verdict],
+    slices: &[String],
+) -> BTreeMap<String, serde_json::Value> {
+    let mut names: Vec<&str> = cases
+        .iter()
+        .flat_map(|c| &c.expect)
+        .filter_map(|e| match e {
+            Expectation::Task { task, .. } => Some(task.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let by_name: HashMap<String, &Case> = cases.iter().map(|c| (c.id.test_name(), *c)).collect();
+    let items: Vec<(&Case, &Score)> = verdicts
+        .iter()
+        .filter_map(|v| by_name.get(&v.name).map(|c| (*c, v)))
+        .flat_map(|(c, v)| v.scores.iter().map(move |s| (c, s)))
+        .collect();
+    let slice_fields: Vec<&str> = slices.iter().map(String::as_str).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = match task::aggregate_with(name, &items, &slice_fields) {
+                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Loads an importer-backed suite (`source = { kind, path }`).
+fn import_source(kind: &str, path: &Path, suite: &str) -> Result<Vec<Case>, SuiteError> {
+    task::import::load(kind, path, suite)
+        .map_err(|e| SuiteError::new(path, None, Some("source"), e.to_string()))
 }

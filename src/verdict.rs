@@ -27,11 +27,37 @@ impl Verdict {
             Err(e) => (None, Some(e)),
         };
         let passed = model_error.is_none() && scores.iter().all(|s| s.passed);
-        Self { name: case.id.test_name(), category: case.id.category.clone(), passed, answer, model_error, scores }
+        Self {
+            name: case.id.test_name(),
+            category: case.id.category.clone(),
+            passed,
+            answer,
+            model_error,
+            scores,
+        }
     }
 
     pub fn has_scorer_error(&self) -> bool {
-        self.scores.iter().any(|s| s.status == ScoreStatus::ScorerError)
+        self.scores
+            .iter()
+            .any(|s| s.status == ScoreStatus::ScorerError)
+    }
+
+    /// The failing scores in one line: `numeric 0.33 < 1.00; keywords 0.00 < 1.00`.
+    pub fn short_reason(&self) -> String {
+        if let Some(e) = &self.model_error {
+            return format!("model error: {e}");
+        }
+        let parts: Vec<String> = self
+            .scores
+            .iter()
+            .filter(|s| !s.passed)
+            .map(|s| match s.value {
+                Some(v) => format!("{} {v:.2} < {:.2}", s.scorer, s.threshold),
+                None => format!("{} error", s.scorer),
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// What a failing trial prints: prompt (shortened), expected, answer, each score against its
@@ -54,8 +80,13 @@ impl Verdict {
                 (_, true) => "ok",
                 (_, false) => "FAIL",
             };
-            let value = s.value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-            out.push_str(&format!("  [{mark:>5}] {:<18} {value} (threshold {:.3}): {}\n", s.scorer, s.threshold, s.detail));
+            let value = s
+                .value
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+            out.push_str(&format!(
+                "  [{mark:>5}] {:<18} {value} (threshold {:.3}): {}\n",
+                s.scorer, s.threshold, s.detail
+            ));
         }
         out
     }
@@ -67,13 +98,18 @@ pub fn expected_text(case: &Case) -> Option<String> {
     for e in &case.expect {
         match e {
             Expectation::Numbers { numbers, .. } => {
-                let list: Vec<String> = numbers.iter().map(|n| match &n.unit {
-                    Some(u) => format!("{} {u}", n.value),
-                    None => n.value.to_string(),
-                }).collect();
+                let list: Vec<String> = numbers
+                    .iter()
+                    .map(|n| match &n.unit {
+                        Some(u) => format!("{} {u}", n.value),
+                        None => n.value.to_string(),
+                    })
+                    .collect();
                 parts.push(format!("numbers [{}]", list.join(", ")));
             }
-            Expectation::Keywords { keywords, .. } => parts.push(format!("keywords [{}]", keywords.join(", "))),
+            Expectation::Keywords { keywords, .. } => {
+                parts.push(format!("keywords [{}]", keywords.join(", ")))
+            }
             Expectation::Exact { text, .. } => parts.push(format!("exactly `{text}`")),
             Expectation::TokenF1 { .. } | Expectation::Judge { .. } | Expectation::Task { .. } => {}
         }
@@ -82,4 +118,68 @@ pub fn expected_text(case: &Case) -> Option<String> {
         parts.push(format!("reference `{}`", shorten(r, 120)));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::case::{CaseId, ExpectedNumber, Message, Origin, Role, Tolerance};
+    use crate::score::score_deterministic;
+
+    #[test]
+    fn a_failure_explains_prompt_expectation_answer_and_scores() {
+        let expect = vec![Expectation::Numbers {
+            numbers: vec![ExpectedNumber {
+                value: 35.0,
+                unit: Some("Nm".into()),
+            }],
+            tolerance: Tolerance::default(),
+            min_matched: None,
+            threshold: 1.0,
+        }];
+        let case = Case {
+            id: CaseId::new("qa", "torque", "t1"),
+            tags: vec![],
+            messages: vec![Message::text(
+                Role::User,
+                "How tight should the drain plug be?",
+            )],
+            reference: Some("35 Nm.".into()),
+            context: None,
+            expect,
+            metadata: Default::default(),
+            ignored: false,
+            origin: Origin {
+                file: "p.toml".into(),
+                line: Some(1),
+            },
+        };
+        let answer = Answer {
+            text: "100 Nm".into(),
+            prompt_tokens: 5,
+            generated_tokens: 3,
+            elapsed: Duration::ZERO,
+        };
+        let scores = case
+            .expect
+            .iter()
+            .filter_map(|e| score_deterministic(e, &answer.text))
+            .collect();
+        let v = Verdict::new(&case, Ok(answer), scores);
+        assert!(!v.passed);
+        let text = v.explain(&case);
+        for needle in [
+            "prompt:   How tight",
+            "expected: numbers [35 Nm]",
+            "answer:   100 Nm",
+            "[ FAIL] numeric",
+            "threshold 1.000",
+            "missing 35 Nm",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert_eq!(v.short_reason(), "numeric 0.00 < 1.00");
+    }
 }

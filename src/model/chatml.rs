@@ -34,7 +34,10 @@ mod tests {
 
     #[test]
     fn renders_turns_and_opens_the_assistant_turn() {
-        let msgs = vec![Message::text(Role::System, "Be brief."), Message::text(Role::User, "Hi?")];
+        let msgs = vec![
+            Message::text(Role::System, "Be brief."),
+            Message::text(Role::User, "Hi?"),
+        ];
         assert_eq!(
             render(&msgs),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"

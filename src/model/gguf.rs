@@ -34,7 +34,10 @@ pub struct GgufModel {
 }
 
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> ModelError {
-    ModelError::Corrupt { path: path.to_path_buf(), reason: reason.to_string() }
+    ModelError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// A content fingerprint that is cheap for large files: size, first and last MiB.
@@ -46,7 +49,8 @@ pub fn file_fingerprint(path: &Path) -> Result<String, ModelError> {
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     f.read_exact(&mut buf).map_err(|e| corrupt(path, e))?;
     h.update(&buf);
-    f.seek(SeekFrom::Start(len - buf.len() as u64)).map_err(|e| corrupt(path, e))?;
+    f.seek(SeekFrom::Start(len - buf.len() as u64))
+        .map_err(|e| corrupt(path, e))?;
     f.read_exact(&mut buf).map_err(|e| corrupt(path, e))?;
     h.update(&buf);
     Ok(hex(&h.finalize()))
@@ -54,18 +58,29 @@ pub fn file_fingerprint(path: &Path) -> Result<String, ModelError> {
 
 fn read_content(path: &Path) -> Result<(Content, BufReader<File>), ModelError> {
     let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::Missing { path: path.to_path_buf(), hint: String::new() },
+        std::io::ErrorKind::NotFound => ModelError::Missing {
+            path: path.to_path_buf(),
+            hint: String::new(),
+        },
         _ => corrupt(path, e),
     })?;
     let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader).map_err(|e| corrupt(path, format!("not a GGUF file ({e})")))?;
+    let content =
+        Content::read(&mut reader).map_err(|e| corrupt(path, format!("not a GGUF file ({e})")))?;
     Ok((content, reader))
 }
 
 /// Whether a tensor should be requantized: Q4/Q5 matrices whose rows fit Q8_0 blocks.
 fn needs_requant(t: &QTensor) -> bool {
-    let slow = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
-    let rows_fit = t.shape().dims().last().is_some_and(|d| d % GgmlDType::Q8_0.block_size() == 0);
+    let slow = matches!(
+        t.dtype(),
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+    );
+    let rows_fit = t
+        .shape()
+        .dims()
+        .last()
+        .is_some_and(|d| d % GgmlDType::Q8_0.block_size() == 0);
     slow && rows_fit && t.shape().rank() == 2
 }
 
@@ -76,7 +91,9 @@ fn requantize(src: &Path, dst: &Path) -> Result<(), ModelError> {
     names.sort();
     let mut tensors = Vec::with_capacity(names.len());
     for name in &names {
-        let t = content.tensor(&mut reader, name, &Device::Cpu).map_err(|e| corrupt(src, format!("tensor {name}: {e}")))?;
+        let t = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| corrupt(src, format!("tensor {name}: {e}")))?;
         let t = if needs_requant(&t) {
             let f = t.dequantize(&Device::Cpu)?;
             QTensor::quantize(&f, GgmlDType::Q8_0)?
@@ -85,7 +102,11 @@ fn requantize(src: &Path, dst: &Path) -> Result<(), ModelError> {
         };
         tensors.push((name.as_str(), t));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(|e| corrupt(dst, e))?;
@@ -111,12 +132,18 @@ impl GgufModel {
         let source_fp = file_fingerprint(path)?;
         let (content, _) = read_content(path)?;
         let any_slow = content.tensor_infos.values().any(|ti| {
-            matches!(ti.ggml_dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+            matches!(
+                ti.ggml_dtype,
+                GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+            )
         });
         let run_path: PathBuf = if any_slow {
-            let derived = fetch::cache_root().join("derived").join(format!("{}.q8_0.gguf", &source_fp[..16]));
+            let derived = fetch::cache_root()
+                .join("derived")
+                .join(format!("{}.q8_0.gguf", &source_fp[..16]));
             if !derived.is_file() {
-                let _lock = FileLock::acquire(&derived.with_extension("lock")).map_err(|e| corrupt(&derived, e))?;
+                let _lock = FileLock::acquire(&derived.with_extension("lock"))
+                    .map_err(|e| corrupt(&derived, e))?;
                 if !derived.is_file() {
                     requantize(path, &derived)?;
                 }
@@ -129,10 +156,18 @@ impl GgufModel {
         let tokenizer = gguf_tokenizer::from_gguf(&content)?;
         let stop = gguf_tokenizer::stop_tokens(&content, &tokenizer);
         let device = Device::Cpu;
-        let weights = ModelWeights::from_gguf(content, &mut reader, &device).map_err(|e| corrupt(path, e))?;
+        let weights =
+            ModelWeights::from_gguf(content, &mut reader, &device).map_err(|e| corrupt(path, e))?;
         let label = label_of(path);
         let fingerprint = format!("{IMPL_VERSION}:{source_fp}");
-        Ok(Self { weights, tokenizer, stop, fingerprint, label, device })
+        Ok(Self {
+            weights,
+            tokenizer,
+            stop,
+            fingerprint,
+            label,
+            device,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -149,12 +184,17 @@ impl GgufModel {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.tokenizer.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
     /// Feeds `tokens` at position `pos` (the number already in the KV cache; 0 clears it) and
@@ -169,7 +209,11 @@ impl GgufModel {
     }
 
     /// Greedy decoding of one conversation.
-    pub fn generate_one(&mut self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, ModelError> {
+    pub fn generate_one(
+        &mut self,
+        messages: &[Message],
+        max_new_tokens: usize,
+    ) -> Result<Answer, ModelError> {
         let start = Instant::now();
         let prompt = self.encode(&self.render_chat(messages))?;
         let mut logits = self.forward_logits(&prompt, 0)?;
@@ -208,11 +252,22 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// `SmolLM2-135M-Instruct.Q4_1.gguf` → `smollm2-135m-instruct-q8_0`.
 pub fn label_of(path: &Path) -> String {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("gguf");
-    format!("{}-q8_0", sanitize_label(stem.split('.').next().unwrap_or(stem)))
+    format!(
+        "{}-q8_0",
+        sanitize_label(stem.split('.').next().unwrap_or(stem))
+    )
 }
 
 fn sanitize_label(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 impl Model for GgufModel {
@@ -226,7 +281,11 @@ impl Model for GgufModel {
 
     /// Requests run one after another: the quantized Llama has no padding mask for ragged
     /// batches, and on a 2-core CPU a batch would not decode faster anyway.
-    fn generate(&mut self, requests: &[Request<'_>], options: &GenerationOptions) -> Vec<Result<Answer, ModelError>> {
+    fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+    ) -> Vec<Result<Answer, ModelError>> {
         requests
             .iter()
             .map(|r| {

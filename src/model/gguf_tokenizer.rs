@@ -22,7 +22,9 @@ fn string_array<'a>(content: &'a Content, key: &str) -> Result<Vec<&'a str>, Mod
         .metadata
         .get(key)
         .ok_or_else(|| ModelError::Tokenizer(format!("GGUF metadata has no `{key}`")))?;
-    let items = value.to_vec().map_err(|e| ModelError::Tokenizer(format!("`{key}`: {e}")))?;
+    let items = value
+        .to_vec()
+        .map_err(|e| ModelError::Tokenizer(format!("`{key}`: {e}")))?;
     items
         .iter()
         .map(|v| v.to_string().map(String::as_str))
@@ -79,7 +81,8 @@ pub fn tokenizer_json(content: &Content) -> Result<serde_json::Value, ModelError
 pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
     let json = tokenizer_json(content)?;
     let text = serde_json::to_string(&json).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-    text.parse::<Tokenizer>().map_err(|e| ModelError::Tokenizer(e.to_string()))
+    text.parse::<Tokenizer>()
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))
 }
 
 /// Token ids that end generation: the GGUF's EOS id plus `<|im_end|>` / `<|endoftext|>` if present.

@@ -30,12 +30,18 @@ pub enum ModelError {
     #[error("unknown model spec `{0}`: expected a .gguf file, a checkpoint folder, `replay:<file.jsonl>` or `smollm2`")]
     UnknownSpec(String),
     #[error("failed to read replay file {path}, line {line}: {reason}")]
-    Replay { path: PathBuf, line: usize, reason: String },
+    Replay {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("no recorded answer for case {0} in the replay file")]
     NoRecordedAnswer(String),
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
-    #[error("this model cannot read images (case {0} has one); use a vision model or drop the image")]
+    #[error(
+        "this model cannot read images (case {0} has one); use a vision model or drop the image"
+    )]
     ImagesUnsupported(String),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),

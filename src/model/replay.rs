@@ -28,21 +28,42 @@ pub struct ReplayModel {
 impl ReplayModel {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelError::Missing { path: path.to_path_buf(), hint: " (replay file)".into() },
-            _ => ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() },
+            std::io::ErrorKind::NotFound => ModelError::Missing {
+                path: path.to_path_buf(),
+                hint: " (replay file)".into(),
+            },
+            _ => ModelError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            },
         })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|e| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| ModelError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let mut answers = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let rec: Line = serde_json::from_str(line).map_err(|e| ModelError::Replay { path: path.to_path_buf(), line: i + 1, reason: e.to_string() })?;
+            let rec: Line = serde_json::from_str(line).map_err(|e| ModelError::Replay {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: e.to_string(),
+            })?;
             if answers.insert(rec.name.clone(), rec.answer).is_some() {
-                return Err(ModelError::Replay { path: path.to_path_buf(), line: i + 1, reason: format!("second answer for `{}`", rec.name) });
+                return Err(ModelError::Replay {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    reason: format!("second answer for `{}`", rec.name),
+                });
             }
         }
-        Ok(Self { answers, fingerprint: Self::fingerprint_of(&bytes), label: Self::label_of(path) })
+        Ok(Self {
+            answers,
+            fingerprint: Self::fingerprint_of(&bytes),
+            label: Self::label_of(path),
+        })
     }
 
     pub fn fingerprint_of(bytes: &[u8]) -> String {
@@ -50,7 +71,10 @@ impl ReplayModel {
     }
 
     pub fn label_of(path: &Path) -> String {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("answers");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("answers");
         format!("replay-{stem}")
     }
 
@@ -75,13 +99,22 @@ impl Model for ReplayModel {
         self.label.clone()
     }
 
-    fn generate(&mut self, requests: &[Request<'_>], _options: &GenerationOptions) -> Vec<Result<Answer, ModelError>> {
+    fn generate(
+        &mut self,
+        requests: &[Request<'_>],
+        _options: &GenerationOptions,
+    ) -> Vec<Result<Answer, ModelError>> {
         requests
             .iter()
             .map(|r| {
                 self.answers
                     .get(&r.name)
-                    .map(|text| Answer { text: text.clone(), prompt_tokens: 0, generated_tokens: 0, elapsed: Duration::ZERO })
+                    .map(|text| Answer {
+                        text: text.clone(),
+                        prompt_tokens: 0,
+                        generated_tokens: 0,
+                        elapsed: Duration::ZERO,
+                    })
                     .ok_or_else(|| ModelError::NoRecordedAnswer(r.name.clone()))
             })
             .collect()

@@ -28,7 +28,10 @@ impl ModelSpec {
             return Ok(Self::Replay(root.join(rest)));
         }
         let path = root.join(spec);
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             return Ok(Self::Gguf(path));
         }
         if path.is_dir() {
@@ -45,12 +48,22 @@ impl ModelSpec {
         match self {
             Self::Gguf(p) => {
                 if !p.is_file() {
-                    return Err(ModelError::Missing { path: p.clone(), hint: String::new() });
+                    return Err(ModelError::Missing {
+                        path: p.clone(),
+                        hint: String::new(),
+                    });
                 }
-                Ok(format!("{}:{}", super::gguf::IMPL_VERSION, file_fingerprint(p)?))
+                Ok(format!(
+                    "{}:{}",
+                    super::gguf::IMPL_VERSION,
+                    file_fingerprint(p)?
+                ))
             }
             Self::Replay(p) => {
-                let bytes = std::fs::read(p).map_err(|_| ModelError::Missing { path: p.clone(), hint: " (replay file)".into() })?;
+                let bytes = std::fs::read(p).map_err(|_| ModelError::Missing {
+                    path: p.clone(),
+                    hint: " (replay file)".into(),
+                })?;
                 Ok(ReplayModel::fingerprint_of(&bytes))
             }
         }

@@ -23,8 +23,17 @@ pub fn wilson95(passed: usize, n: usize) -> (f64, f64) {
 }
 
 pub fn tally(passed: usize, cases: usize) -> Tally {
-    let pass_rate = if cases == 0 { 0.0 } else { passed as f64 / cases as f64 };
-    Tally { cases, passed, pass_rate, pass_rate_ci95: wilson95(passed, cases) }
+    let pass_rate = if cases == 0 {
+        0.0
+    } else {
+        passed as f64 / cases as f64
+    };
+    Tally {
+        cases,
+        passed,
+        pass_rate,
+        pass_rate_ci95: wilson95(passed, cases),
+    }
 }
 
 fn metadata_value(case: &Case, field: &str) -> String {
@@ -81,7 +90,13 @@ pub fn build(
             e.0 += 1;
             e.1 += usize::from(v.passed);
         }
-        slices.insert(field.clone(), groups.into_iter().map(|(k, (n, p))| (k, tally(p, n))).collect());
+        slices.insert(
+            field.clone(),
+            groups
+                .into_iter()
+                .map(|(k, (n, p))| (k, tally(p, n)))
+                .collect(),
+        );
     }
     let mut report = Report {
         suite: suite.to_owned(),
@@ -91,7 +106,10 @@ pub fn build(
         model_errors: verdicts.iter().filter(|v| v.model_error.is_some()).count(),
         scorer_errors: verdicts.iter().filter(|v| v.has_scorer_error()).count(),
         scorers,
-        categories: cats.into_iter().map(|(k, (n, p))| (k, tally(p, n))).collect(),
+        categories: cats
+            .into_iter()
+            .map(|(k, (n, p))| (k, tally(p, n)))
+            .collect(),
         slices,
         tasks,
         gates: Vec::new(),

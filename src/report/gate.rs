@@ -1,10 +1,12 @@
-//! Gates: minimum values of aggregate metrics, from `[suites.<name>.gates]`. A gate names
-//! `pass_rate`, `score.<scorer>` (mean score), `category.<name>` (pass rate of a category) or
-//! `<task>.<metric>` (task metrics). An unknown metric fails its gate, naming it.
+//! Gates: bounds on aggregate metrics, from `[suites.<name>.gates]`. A gate names `pass_rate`,
+//! `score.<scorer>` (mean score), `category.<name>` (pass rate of a category) or
+//! `<task>.<metric>` (task metrics). A bare number is a minimum; `{ max = … }` bounds a
+//! lower-is-better metric from above. An unknown metric fails its gate, naming it.
 
 use std::collections::BTreeMap;
 
 use super::{GateResult, Report};
+use crate::config::GateBound;
 
 /// The value of a named aggregate metric, if the report has it.
 pub fn metric(report: &Report, name: &str) -> Option<f64> {
@@ -21,12 +23,22 @@ pub fn metric(report: &Report, name: &str) -> Option<f64> {
     report.tasks.get(task)?.get("metrics")?.get(key)?.as_f64()
 }
 
-pub fn evaluate(gates: &BTreeMap<String, f64>, report: &Report) -> Vec<GateResult> {
+pub fn evaluate(gates: &BTreeMap<String, GateBound>, report: &Report) -> Vec<GateResult> {
     gates
         .iter()
-        .map(|(name, &min)| {
+        .map(|(name, bound)| {
+            let (min, max) = bound.bounds();
             let actual = metric(report, name);
-            GateResult { name: name.clone(), min, actual, passed: actual.is_some_and(|a| a >= min - 1e-12) }
+            let passed = actual.is_some_and(|a| {
+                min.is_none_or(|m| a >= m - 1e-12) && max.is_none_or(|m| a <= m + 1e-12)
+            });
+            GateResult {
+                name: name.clone(),
+                min,
+                max,
+                actual,
+                passed,
+            }
         })
         .collect()
 }

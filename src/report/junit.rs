@@ -22,22 +22,39 @@ pub fn render(reports: &[Report]) -> String {
     for r in reports {
         out.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n",
-            escape(&r.suite), r.overall.cases, r.failed - r.model_errors, r.model_errors
+            escape(&r.suite),
+            r.overall.cases,
+            r.failed - r.model_errors,
+            r.model_errors
         ));
         for v in &r.verdicts {
-            out.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\"", escape(&r.suite), escape(&v.name)));
+            out.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                escape(&r.suite),
+                escape(&v.name)
+            ));
             if v.passed {
                 out.push_str("/>\n");
                 continue;
             }
             out.push_str(">\n");
-            let detail: Vec<String> = v.scores.iter().map(|s| format!("{}: {}", s.scorer, s.detail)).collect();
+            let detail: Vec<String> = v
+                .scores
+                .iter()
+                .map(|s| format!("{}: {}", s.scorer, s.detail))
+                .collect();
             match &v.model_error {
                 Some(e) => out.push_str(&format!("      <error message=\"{}\"/>\n", escape(e))),
-                None => out.push_str(&format!("      <failure message=\"{}\"/>\n", escape(&detail.join("; ")))),
+                None => out.push_str(&format!(
+                    "      <failure message=\"{}\"/>\n",
+                    escape(&detail.join("; "))
+                )),
             }
             if let Some(a) = &v.answer {
-                out.push_str(&format!("      <system-out>{}</system-out>\n", escape(&a.text)));
+                out.push_str(&format!(
+                    "      <system-out>{}</system-out>\n",
+                    escape(&a.text)
+                ));
             }
             out.push_str("    </testcase>\n");
         }

@@ -37,11 +37,12 @@ pub struct ScorerSummary {
     pub errors: usize,
 }
 
-/// A gate's outcome: `name >= min`.
+/// A gate's outcome: `min <= name <= max`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     pub name: String,
-    pub min: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
     pub actual: Option<f64>,
     pub passed: bool,
 }
@@ -66,6 +67,20 @@ pub struct Report {
     pub gates: Vec<GateResult>,
     /// Every case's verdict (JSON report only; not in the snapshot).
     pub verdicts: Vec<Verdict>,
+}
+
+impl GateResult {
+    /// `>= 0.550`, `<= 55.000`, or `>= 0.1, <= 0.9`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.min {
+            parts.push(format!(">= {m:.3}"));
+        }
+        if let Some(m) = self.max {
+            parts.push(format!("<= {m:.3}"));
+        }
+        parts.join(", ")
+    }
 }
 
 impl Report {

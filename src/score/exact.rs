@@ -13,8 +13,16 @@ pub fn matches(expected: &str, normalise_first: bool, answer: &str) -> bool {
 
 pub fn score(expected: &str, normalise_first: bool, answer: &str) -> Score {
     let ok = matches(expected, normalise_first, answer);
-    let name = if normalise_first { "exact_normalised" } else { "exact" };
-    let detail = if ok { "matched".to_string() } else { format!("expected `{expected}`") };
+    let name = if normalise_first {
+        "exact_normalised"
+    } else {
+        "exact"
+    };
+    let detail = if ok {
+        "matched".to_string()
+    } else {
+        format!("expected `{expected}`")
+    };
     Score::scored(name, if ok { 1.0 } else { 0.0 }, 1.0, detail)
 }
 

@@ -16,12 +16,21 @@ pub fn contains_keyword(answer_normalised: &str, keyword: &str) -> bool {
         .any(|(i, _)| i == 0 || answer_normalised.as_bytes()[i - 1] == b' ')
 }
 
-pub fn score(keywords: &[String], min_matched: Option<usize>, threshold: f64, answer: &str) -> Score {
+pub fn score(
+    keywords: &[String],
+    min_matched: Option<usize>,
+    threshold: f64,
+    answer: &str,
+) -> Score {
     let norm = normalise(answer);
     let (found, missing): (Vec<&String>, Vec<&String>) =
         keywords.iter().partition(|k| contains_keyword(&norm, k));
     let needed = min_matched.unwrap_or(keywords.len()).min(keywords.len());
-    let value = if keywords.is_empty() { 1.0 } else { found.len() as f64 / keywords.len() as f64 };
+    let value = if keywords.is_empty() {
+        1.0
+    } else {
+        found.len() as f64 / keywords.len() as f64
+    };
     let mut detail = format!("found {}/{} keywords", found.len(), keywords.len());
     if !missing.is_empty() {
         let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
@@ -40,7 +49,8 @@ mod tests {
 
     #[test]
     fn matches_case_and_accent_insensitively_at_word_starts() {
-        let a = normalise("Remove the TRANSMISSION, then the pressure plates; use the Alignment-Tool.");
+        let a =
+            normalise("Remove the TRANSMISSION, then the pressure plates; use the Alignment-Tool.");
         assert!(contains_keyword(&a, "transmission"));
         assert!(contains_keyword(&a, "pressure plate"));
         assert!(contains_keyword(&a, "alignment tool"));

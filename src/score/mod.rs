@@ -90,16 +90,28 @@ impl Score {
 /// expectations return `None`: their own stages score them.
 pub fn score_deterministic(expectation: &Expectation, answer: &str) -> Option<Score> {
     match expectation {
-        Expectation::Numbers { numbers, tolerance, min_matched, threshold } => {
-            Some(numbers::score(numbers, *tolerance, *min_matched, *threshold, answer))
-        }
-        Expectation::Keywords { keywords, min_matched, threshold } => {
-            Some(keywords::score(keywords, *min_matched, *threshold, answer))
-        }
+        Expectation::Numbers {
+            numbers,
+            tolerance,
+            min_matched,
+            threshold,
+        } => Some(numbers::score(
+            numbers,
+            *tolerance,
+            *min_matched,
+            *threshold,
+            answer,
+        )),
+        Expectation::Keywords {
+            keywords,
+            min_matched,
+            threshold,
+        } => Some(keywords::score(keywords, *min_matched, *threshold, answer)),
         Expectation::Exact { text, normalise } => Some(exact::score(text, *normalise, answer)),
-        Expectation::TokenF1 { reference, threshold } => {
-            Some(token_f1::score(reference, *threshold, answer))
-        }
+        Expectation::TokenF1 {
+            reference,
+            threshold,
+        } => Some(token_f1::score(reference, *threshold, answer)),
         Expectation::Judge { .. } | Expectation::Task { .. } => None,
     }
 }

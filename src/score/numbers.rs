@@ -23,7 +23,10 @@ pub struct Quantity {
 /// come first so that `°C` wins over `°` and `min` over `m`.
 const UNITS: &[(&str, &str)] = &[
     (r"(?i)n\s?[·.\-*]?\s?m\b|newton[\s-]?met(?:er|re)s?", "Nm"),
-    (r"(?i)(?:ft|foot)[\s.\-·]*lbs?\b|lb[s]?[\s.\-·]*ft\b|pound[\s-]?feet", "lbft"),
+    (
+        r"(?i)(?:ft|foot)[\s.\-·]*lbs?\b|lb[s]?[\s.\-·]*ft\b|pound[\s-]?feet",
+        "lbft",
+    ),
     (r"(?i)in[\s.\-·]*lbs?\b", "lbin"),
     (r"°\s?C\b|(?i:degrees?\s+(?:c\b|celsius))", "degC"),
     (r"°\s?F\b|(?i:degrees?\s+(?:f\b|fahrenheit))", "degF"),
@@ -34,7 +37,7 @@ const UNITS: &[(&str, &str)] = &[
     (r"(?i)rpm\b|r/min\b", "rpm"),
     (r"(?i)kpa\b", "kPa"),
     (r"(?i)psi\b", "psi"),
-    (r"(?i)bar\b", "bar"),
+    (r"(?i)bars?\b", "bar"),
     (r"(?i)ml\b|millilit(?:er|re)s?\b", "ml"),
     (r"(?i)l\b|lit(?:er|re)s?\b", "l"),
     (r"(?i)mm\b|millimet(?:er|re)s?\b", "mm"),
@@ -99,7 +102,12 @@ fn unit_regexes() -> &'static [(Regex, &'static str)] {
     static RES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         UNITS
             .iter()
-            .map(|(p, c)| (Regex::new(&format!("^(?:{p})")).expect("unit pattern compiles"), *c))
+            .map(|(p, c)| {
+                (
+                    Regex::new(&format!("^(?:{p})")).expect("unit pattern compiles"),
+                    *c,
+                )
+            })
             .collect()
     });
     &RES
@@ -117,8 +125,12 @@ static RANGE_JOIN: LazyLock<Regex> =
 pub fn extract(text: &str) -> Vec<Quantity> {
     let mut out: Vec<Quantity> = Vec::new();
     for caps in NUMBER.captures_iter(text) {
-        let Some(num) = caps.name("num") else { continue };
-        let Ok(mut value) = num.as_str().replace(',', "").parse::<f64>() else { continue };
+        let Some(num) = caps.name("num") else {
+            continue;
+        };
+        let Ok(mut value) = num.as_str().replace(',', "").parse::<f64>() else {
+            continue;
+        };
         // A minus sign counts only where it cannot be a range dash (`40-45`) or a hyphen (`M-12`).
         let before = &text[..num.start()];
         let cur = caps.name("cur");
@@ -126,7 +138,10 @@ pub fn extract(text: &str) -> Vec<Quantity> {
             Some(c) => &text[..c.start()],
             None => before,
         };
-        if let Some(prefix) = sign_zone.strip_suffix('-').or_else(|| sign_zone.strip_suffix('−')) {
+        if let Some(prefix) = sign_zone
+            .strip_suffix('-')
+            .or_else(|| sign_zone.strip_suffix('−'))
+        {
             let prev = prefix.chars().last();
             if prev.is_none_or(|c| c.is_whitespace() || matches!(c, '(' | ':' | '=' | '[')) {
                 value = -value;
@@ -144,7 +159,11 @@ pub fn extract(text: &str) -> Vec<Quantity> {
         if unit.is_none() {
             unit = unit_after(&text[num.end()..]);
         }
-        out.push(Quantity { value, unit, at: num.start() });
+        out.push(Quantity {
+            value,
+            unit,
+            at: num.start(),
+        });
     }
     // Propagate a range's unit backwards: in `40-45 Nm` and `40 to 45 Nm` the first end has none.
     for i in (1..out.len()).rev() {
@@ -178,8 +197,12 @@ pub fn quantity_matches(expected: &ExpectedNumber, tol: Tolerance, found: &Quant
     let (exp_value, found_value) = match expected.unit.as_deref() {
         None => (expected.value, found.value),
         Some(spelled) => {
-            let Some(exp_unit) = canonical_unit(spelled) else { return false };
-            let Some(found_unit) = found.unit else { return false };
+            let Some(exp_unit) = canonical_unit(spelled) else {
+                return false;
+            };
+            let Some(found_unit) = found.unit else {
+                return false;
+            };
             let (eb, ef) = base(exp_unit);
             let (fb, ff) = base(found_unit);
             if eb != fb {
@@ -194,12 +217,19 @@ pub fn quantity_matches(expected: &ExpectedNumber, tol: Tolerance, found: &Quant
 
 /// Matches expected numbers one-to-one against the answer's quantities, in order. Returns, per
 /// expected number, the index of the quantity it matched.
-pub fn match_all(expected: &[ExpectedNumber], tol: Tolerance, found: &[Quantity]) -> Vec<Option<usize>> {
+pub fn match_all(
+    expected: &[ExpectedNumber],
+    tol: Tolerance,
+    found: &[Quantity],
+) -> Vec<Option<usize>> {
     let mut used = vec![false; found.len()];
     expected
         .iter()
         .map(|e| {
-            let hit = found.iter().enumerate().find(|(i, q)| !used[*i] && quantity_matches(e, tol, q));
+            let hit = found
+                .iter()
+                .enumerate()
+                .find(|(i, q)| !used[*i] && quantity_matches(e, tol, q));
             hit.map(|(i, _)| {
                 used[i] = true;
                 i
@@ -226,9 +256,17 @@ pub fn score(
     let hits = match_all(expected, tol, &found);
     let matched = hits.iter().filter(|h| h.is_some()).count();
     let needed = min_matched.unwrap_or(expected.len()).min(expected.len());
-    let value = if expected.is_empty() { 1.0 } else { matched as f64 / expected.len() as f64 };
-    let missing: Vec<String> =
-        expected.iter().zip(&hits).filter(|(_, h)| h.is_none()).map(|(e, _)| show(e)).collect();
+    let value = if expected.is_empty() {
+        1.0
+    } else {
+        matched as f64 / expected.len() as f64
+    };
+    let missing: Vec<String> = expected
+        .iter()
+        .zip(&hits)
+        .filter(|(_, h)| h.is_none())
+        .map(|(e, _)| show(e))
+        .collect();
     let mut detail = format!("matched {matched}/{} numbers", expected.len());
     if !missing.is_empty() {
         detail.push_str(&format!("; missing {}", missing.join(", ")));
@@ -245,14 +283,22 @@ mod tests {
     use super::*;
 
     fn units(text: &str) -> Vec<(f64, Option<&'static str>)> {
-        extract(text).into_iter().map(|q| (q.value, q.unit)).collect()
+        extract(text)
+            .into_iter()
+            .map(|q| (q.value, q.unit))
+            .collect()
     }
 
     #[test]
     fn extracts_the_issue_examples() {
         assert_eq!(
             units("Stage 1: 40 Nm, Stage 2: 90°"),
-            vec![(1.0, None), (40.0, Some("Nm")), (2.0, None), (90.0, Some("deg"))]
+            vec![
+                (1.0, None),
+                (40.0, Some("Nm")),
+                (2.0, None),
+                (90.0, Some("deg"))
+            ]
         );
         assert_eq!(units("$4.89"), vec![(4.89, Some("usd"))]);
         assert_eq!(units("1,250 ml"), vec![(1250.0, Some("ml"))]);
@@ -261,13 +307,21 @@ mod tests {
 
     #[test]
     fn normalises_unit_spellings() {
-        for s in ["40 Nm", "40 N·m", "40 N m", "40 N-m", "40 newton metres", "40Nm"] {
+        for s in [
+            "40 Nm",
+            "40 N·m",
+            "40 N m",
+            "40 N-m",
+            "40 newton metres",
+            "40Nm",
+        ] {
             assert_eq!(units(s), vec![(40.0, Some("Nm"))], "{s}");
         }
         for s in ["90°", "90 °", "90 degrees", "90 deg"] {
             assert_eq!(units(s), vec![(90.0, Some("deg"))], "{s}");
         }
         assert_eq!(units("85 °C"), vec![(85.0, Some("degC"))]);
+        assert_eq!(units("2.9 bars"), vec![(2.9, Some("bar"))]);
         assert_eq!(canonical_unit("N·m"), Some("Nm"));
         assert_eq!(canonical_unit("degrees"), Some("deg"));
         assert_eq!(canonical_unit("furlongs"), None);
@@ -275,8 +329,14 @@ mod tests {
 
     #[test]
     fn ranges_signs_and_names() {
-        assert_eq!(units("40-45 Nm"), vec![(40.0, Some("Nm")), (45.0, Some("Nm"))]);
-        assert_eq!(units("40 to 45 Nm"), vec![(40.0, Some("Nm")), (45.0, Some("Nm"))]);
+        assert_eq!(
+            units("40-45 Nm"),
+            vec![(40.0, Some("Nm")), (45.0, Some("Nm"))]
+        );
+        assert_eq!(
+            units("40 to 45 Nm"),
+            vec![(40.0, Some("Nm")), (45.0, Some("Nm"))]
+        );
         assert_eq!(units("set to -5 °C"), vec![(-5.0, Some("degC"))]);
         assert_eq!(units("the E30 M3 uses M12 bolts"), vec![]);
         assert_eq!(units("5 screws"), vec![(5.0, None)]);
@@ -285,19 +345,39 @@ mod tests {
     #[test]
     fn matches_with_units_tolerance_and_conversion() {
         let tol = Tolerance { abs: 0.0, rel: 0.0 };
-        let e = |v: f64, u: &str| ExpectedNumber { value: v, unit: Some(u.into()) };
-        let s = score(&[e(40.0, "Nm"), e(90.0, "°"), e(90.0, "deg")], tol, None, 1.0,
-            "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90 degrees");
+        let e = |v: f64, u: &str| ExpectedNumber {
+            value: v,
+            unit: Some(u.into()),
+        };
+        let s = score(
+            &[e(40.0, "Nm"), e(90.0, "°"), e(90.0, "deg")],
+            tol,
+            None,
+            1.0,
+            "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90 degrees",
+        );
         assert!(s.passed, "{}", s.detail);
-        let s = score(&[e(40.0, "Nm"), e(90.0, "deg"), e(90.0, "deg")], tol, None, 1.0, "40 Nm then 90°");
+        let s = score(
+            &[e(40.0, "Nm"), e(90.0, "deg"), e(90.0, "deg")],
+            tol,
+            None,
+            1.0,
+            "40 Nm then 90°",
+        );
         assert!(!s.passed);
         assert!(s.detail.contains("matched 2/3"), "{}", s.detail);
         assert!(score(&[e(1.25, "l")], tol, None, 1.0, "about 1,250 ml").passed);
         assert!(!score(&[e(40.0, "Nm")], tol, None, 1.0, "40 mm").passed);
-        let loose = Tolerance { abs: 0.0, rel: 0.05 };
+        let loose = Tolerance {
+            abs: 0.0,
+            rel: 0.05,
+        };
         assert!(score(&[e(40.0, "Nm")], loose, None, 1.0, "41 Nm").passed);
         assert!(!score(&[e(40.0, "Nm")], loose, None, 1.0, "43 Nm").passed);
-        let any = ExpectedNumber { value: 4.89, unit: None };
+        let any = ExpectedNumber {
+            value: 4.89,
+            unit: None,
+        };
         assert!(score(&[any], tol, None, 1.0, "Price: $4.89").passed);
         assert!(score(&[e(40.0, "Nm"), e(7.0, "Nm")], tol, Some(1), 0.0, "40 Nm").passed);
     }

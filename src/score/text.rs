@@ -9,7 +9,11 @@ use unicode_normalization::UnicodeNormalization;
 pub fn normalise(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
-    for c in s.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase) {
+    for c in s
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+    {
         if c.is_alphanumeric() {
             if pending_space && !out.is_empty() {
                 out.push(' ');
@@ -25,7 +29,11 @@ pub fn normalise(s: &str) -> String {
 
 /// Words of the normalised text.
 pub fn words(s: &str) -> Vec<String> {
-    normalise(s).split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
+    normalise(s)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Shortens `s` to at most `max` characters, marking the cut with `…`.
@@ -48,7 +56,10 @@ mod tests {
     #[test]
     fn strips_case_accents_and_punctuation() {
         assert_eq!(normalise("Crème  Brûlée!"), "creme brulee");
-        assert_eq!(normalise("  Pressure-Plate, ALIGNMENT tool. "), "pressure plate alignment tool");
+        assert_eq!(
+            normalise("  Pressure-Plate, ALIGNMENT tool. "),
+            "pressure plate alignment tool"
+        );
         assert_eq!(normalise(""), "");
     }
 

@@ -7,7 +7,10 @@ use super::text::words;
 use super::Score;
 
 fn tokens(s: &str) -> Vec<String> {
-    words(s).into_iter().filter(|w| !matches!(w.as_str(), "a" | "an" | "the")).collect()
+    words(s)
+        .into_iter()
+        .filter(|w| !matches!(w.as_str(), "a" | "an" | "the"))
+        .collect()
 }
 
 /// Token F1 in 0..=1. Two empty texts agree (1.0); one empty text against a non-empty one is 0.
@@ -15,7 +18,11 @@ pub fn token_f1(reference: &str, answer: &str) -> f64 {
     let r = tokens(reference);
     let a = tokens(answer);
     if r.is_empty() || a.is_empty() {
-        return if r.is_empty() && a.is_empty() { 1.0 } else { 0.0 };
+        return if r.is_empty() && a.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for t in &r {
@@ -40,7 +47,12 @@ pub fn token_f1(reference: &str, answer: &str) -> f64 {
 
 pub fn score(reference: &str, threshold: f64, answer: &str) -> Score {
     let f1 = token_f1(reference, answer);
-    Score::scored("token_f1", f1, threshold, format!("token F1 {f1:.3} vs reference"))
+    Score::scored(
+        "token_f1",
+        f1,
+        threshold,
+        format!("token F1 {f1:.3} vs reference"),
+    )
 }
 
 #[cfg(test)]

@@ -15,8 +15,13 @@ pub fn check_name_part(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".into());
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-        return Err(format!("`{s}` contains `{c}`; use letters, digits, `_`, `-` and `.`"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "`{s}` contains `{c}`; use letters, digits, `_`, `-` and `.`"
+        ));
     }
     Ok(())
 }
@@ -32,7 +37,10 @@ pub fn share(min: Option<usize>, len: usize) -> f64 {
 /// Puts the images in front of the text of the last user turn (Qwen-VL's content order). A
 /// missing file fails the case, or — where the suite says `missing_image = "text_only"` — is
 /// dropped with an explicit note in the prompt. Records `image` = present / missing / none.
-#[expect(clippy::too_many_arguments, reason = "the location of the error is four of them")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the location of the error is four of them"
+)]
 pub fn attach_images(
     messages: &mut [Message],
     names: &[String],
@@ -44,7 +52,9 @@ pub fn attach_images(
     metadata: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<(), SuiteError> {
     if names.is_empty() {
-        metadata.entry("image".into()).or_insert_with(|| "none".into());
+        metadata
+            .entry("image".into())
+            .or_insert_with(|| "none".into());
         return Ok(());
     }
     let mut parts = Vec::new();
@@ -52,15 +62,24 @@ pub fn attach_images(
     for name in names {
         match paths::resolve_image(name, file, line, field, root) {
             Ok(image) => parts.push(Part::Image { image }),
-            Err(e) if missing == MissingImage::TextOnly && e.message.contains("not found") => any_missing = true,
+            Err(e) if missing == MissingImage::TextOnly && e.message.contains("not found") => {
+                any_missing = true
+            }
             Err(e) => return Err(e),
         }
     }
     let Some(user) = messages.iter_mut().rev().find(|m| m.role == Role::User) else {
-        return Err(SuiteError::new(file, line, Some(field), "images need a user turn to attach to"));
+        return Err(SuiteError::new(
+            file,
+            line,
+            Some(field),
+            "images need a user turn to attach to",
+        ));
     };
     if any_missing {
-        user.parts.push(Part::Text { text: IMAGE_UNAVAILABLE.into() });
+        user.parts.push(Part::Text {
+            text: IMAGE_UNAVAILABLE.into(),
+        });
     }
     parts.append(&mut user.parts);
     user.parts = parts;

@@ -12,8 +12,18 @@ pub struct SuiteError {
 }
 
 impl SuiteError {
-    pub fn new(file: &Path, line: Option<usize>, field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), line, field: field.map(str::to_owned), message: message.into() }
+    pub fn new(
+        file: &Path,
+        line: Option<usize>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
     }
 }
 

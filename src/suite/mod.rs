@@ -31,7 +31,9 @@ pub struct Suite {
 pub type SourceLoader = fn(&str, &Path, &str) -> Result<Vec<Case>, SuiteError>;
 
 fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext))
@@ -41,11 +43,14 @@ fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned()
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
-/// Loads every suite under `root` (sorted by name). Duplicate test names within a suite are
-/// errors naming both places. `max_samples` keeps the first N cases of each suite.
+/// Loads every suite under `root` (sorted by name). Duplicate test names (`suite::category::id`)
+/// are errors naming both places. `max_samples` keeps the first N cases of each suite.
 pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader>) -> Vec<Suite> {
     let mut by_suite: BTreeMap<String, (Vec<Case>, Vec<SuiteError>)> = BTreeMap::new();
     for file in files_with_ext(&root.join("probes"), "toml") {
@@ -71,7 +76,12 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
                     Ok(cases) => entry.0.extend(cases),
                     Err(e) => entry.1.push(e),
                 },
-                None => entry.1.push(SuiteError::new(&root.join(crate::config::CONFIG_FILE), None, Some("source"), format!("suite `{name}`: no importer for kind `{}`", source.kind))),
+                None => entry.1.push(SuiteError::new(
+                    &root.join(crate::config::CONFIG_FILE),
+                    None,
+                    Some("source"),
+                    format!("suite `{name}`: no importer for kind `{}`", source.kind),
+                )),
             }
         } else if !by_suite.contains_key(name) {
             let file = root.join(crate::config::CONFIG_FILE);
@@ -90,14 +100,23 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
             let mut keep = Vec::with_capacity(cases.len());
             for case in cases.drain(..) {
                 let full = case.id.test_name();
-                let short = format!("{}", case.id.id);
+                let short = full.clone();
                 if let Some(&first) = seen.get(&short) {
                     let other: &Case = &keep[first];
                     errors.push(SuiteError::new(
                         &case.origin.file,
                         case.origin.line,
                         Some("id"),
-                        format!("duplicate id `{}` ({full}); first defined at {}{}", case.id.id, other.origin.file.display(), other.origin.line.map(|l| format!(":{l}")).unwrap_or_default()),
+                        format!(
+                            "duplicate id `{}` ({full}); first defined at {}{}",
+                            case.id.id,
+                            other.origin.file.display(),
+                            other
+                                .origin
+                                .line
+                                .map(|l| format!(":{l}"))
+                                .unwrap_or_default()
+                        ),
                     ));
                     continue;
                 }
@@ -107,7 +126,11 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
             if let Some(n) = config.model.max_samples {
                 keep.truncate(n);
             }
-            Suite { name, cases: keep, errors }
+            Suite {
+                name,
+                cases: keep,
+                errors,
+            }
         })
         .collect()
 }

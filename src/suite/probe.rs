@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{build, SuiteError};
-use crate::case::{Case, CaseId, ExpectedNumber, Expectation, Message, Origin, Role, Tolerance};
+use crate::case::{Case, CaseId, Expectation, ExpectedNumber, Message, Origin, Role, Tolerance};
 use crate::config::{toml_error, SuiteConfig};
 
 #[derive(Debug, Deserialize)]
@@ -77,10 +77,25 @@ fn probe_line(text: &str, n: usize) -> Option<usize> {
 }
 
 /// Loads one probe file. Every bad probe is reported; good probes still load.
-pub fn load(file: &Path, suite: &str, cfg: &SuiteConfig, root: &Path) -> (Vec<Case>, Vec<SuiteError>) {
+pub fn load(
+    file: &Path,
+    suite: &str,
+    cfg: &SuiteConfig,
+    root: &Path,
+) -> (Vec<Case>, Vec<SuiteError>) {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
-        Err(e) => return (Vec::new(), vec![SuiteError::new(file, None, None, format!("cannot read: {e}"))]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![SuiteError::new(
+                    file,
+                    None,
+                    None,
+                    format!("cannot read: {e}"),
+                )],
+            )
+        }
     };
     let parsed: ProbeFile = match toml::from_str(&text) {
         Ok(p) => p,
@@ -98,7 +113,14 @@ pub fn load(file: &Path, suite: &str, cfg: &SuiteConfig, root: &Path) -> (Vec<Ca
     (cases, errors)
 }
 
-fn to_case(raw: RawProbe, file: &Path, line: Option<usize>, suite: &str, cfg: &SuiteConfig, root: &Path) -> Result<Case, SuiteError> {
+fn to_case(
+    raw: RawProbe,
+    file: &Path,
+    line: Option<usize>,
+    suite: &str,
+    cfg: &SuiteConfig,
+    root: &Path,
+) -> Result<Case, SuiteError> {
     let err = |field: &str, msg: String| SuiteError::new(file, line, Some(field), msg);
     build::check_name_part(&raw.id).map_err(|m| err("id", m))?;
     build::check_name_part(&raw.category).map_err(|m| err("category", m))?;
@@ -107,7 +129,10 @@ fn to_case(raw: RawProbe, file: &Path, line: Option<usize>, suite: &str, cfg: &S
     let mut messages = match (raw.question, raw.messages) {
         (Some(q), None) => {
             let text = match &raw.context {
-                Some(ctx) => cfg.prompt.replace("{context}", ctx).replace("{question}", &q),
+                Some(ctx) => cfg
+                    .prompt
+                    .replace("{context}", ctx)
+                    .replace("{question}", &q),
                 None => q,
             };
             vec![Message::text(Role::User, text)]
@@ -116,20 +141,52 @@ fn to_case(raw: RawProbe, file: &Path, line: Option<usize>, suite: &str, cfg: &S
             if !turns.iter().any(|t| t.role == Role::User) {
                 return Err(err("messages", "needs at least one user turn".into()));
             }
-            turns.into_iter().map(|t| Message::text(t.role, t.content)).collect()
+            turns
+                .into_iter()
+                .map(|t| Message::text(t.role, t.content))
+                .collect()
         }
-        (Some(_), Some(_)) => return Err(err("question", "give `question` or `messages`, not both".into())),
-        (None, None) => return Err(err("question", "missing: give `question` or `messages`".into())),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "question",
+                "give `question` or `messages`, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "question",
+                "missing: give `question` or `messages`".into(),
+            ))
+        }
     };
     let mut metadata: BTreeMap<String, serde_json::Value> = raw
         .metadata
         .into_iter()
-        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+        .map(|(k, v)| {
+            (
+                k,
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
         .collect();
-    build::attach_images(&mut messages, &image_names, file, line, "image", root, cfg.missing_image, &mut metadata)?;
+    build::attach_images(
+        &mut messages,
+        &image_names,
+        file,
+        line,
+        "image",
+        root,
+        cfg.missing_image,
+        &mut metadata,
+    )?;
     build::prepend_system(&mut messages, cfg);
 
-    let th = |name: &str, default: f64| raw.thresholds.get(name).copied().unwrap_or_else(|| cfg.threshold(name, default));
+    let th = |name: &str, default: f64| {
+        raw.thresholds
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| cfg.threshold(name, default))
+    };
     let mut expect = Vec::new();
     if let Some(numbers) = raw.numbers {
         if numbers.is_empty() {
@@ -137,30 +194,56 @@ fn to_case(raw: RawProbe, file: &Path, line: Option<usize>, suite: &str, cfg: &S
         }
         let tolerance = raw.tolerance.unwrap_or_default();
         let share = build::share(raw.min_numbers, numbers.len());
-        expect.push(Expectation::Numbers { numbers, tolerance, min_matched: raw.min_numbers, threshold: th("numeric", share) });
+        expect.push(Expectation::Numbers {
+            numbers,
+            tolerance,
+            min_matched: raw.min_numbers,
+            threshold: th("numeric", share),
+        });
     }
     if let Some(keywords) = raw.keywords {
         if keywords.is_empty() || keywords.iter().any(|k| k.trim().is_empty()) {
-            return Err(err("keywords", "keywords must be a non-empty list of non-empty strings".into()));
+            return Err(err(
+                "keywords",
+                "keywords must be a non-empty list of non-empty strings".into(),
+            ));
         }
         let share = build::share(raw.min_keywords, keywords.len());
-        expect.push(Expectation::Keywords { keywords, min_matched: raw.min_keywords, threshold: th("keywords", share) });
+        expect.push(Expectation::Keywords {
+            keywords,
+            min_matched: raw.min_keywords,
+            threshold: th("keywords", share),
+        });
     }
     if let Some(text) = raw.exact {
-        expect.push(Expectation::Exact { text, normalise: raw.normalise });
+        expect.push(Expectation::Exact {
+            text,
+            normalise: raw.normalise,
+        });
     }
     if raw.token_f1 {
         let Some(reference) = raw.answer.clone() else {
             return Err(err("token_f1", "needs `answer` as the reference".into()));
         };
-        expect.push(Expectation::TokenF1 { reference, threshold: th("token_f1", 0.5) });
+        expect.push(Expectation::TokenF1 {
+            reference,
+            threshold: th("token_f1", 0.5),
+        });
     }
     for rubric in raw.judge {
-        let threshold = raw.thresholds.get(&format!("judge.{rubric}")).copied().or_else(|| cfg.thresholds.get(&format!("judge.{rubric}")).copied());
+        let threshold = raw
+            .thresholds
+            .get(&format!("judge.{rubric}"))
+            .copied()
+            .or_else(|| cfg.thresholds.get(&format!("judge.{rubric}")).copied());
         expect.push(Expectation::Judge { rubric, threshold });
     }
     if expect.is_empty() {
-        return Err(err("numbers", "a probe needs at least one of `numbers`, `keywords`, `exact`, `token_f1`, `judge`".into()));
+        return Err(err(
+            "numbers",
+            "a probe needs at least one of `numbers`, `keywords`, `exact`, `token_f1`, `judge`"
+                .into(),
+        ));
     }
     Ok(Case {
         id: CaseId::new(suite, &raw.category, &raw.id),
@@ -171,6 +254,9 @@ fn to_case(raw: RawProbe, file: &Path, line: Option<usize>, suite: &str, cfg: &S
         expect,
         metadata,
         ignored: raw.ignore,
-        origin: Origin { file: file.to_path_buf(), line },
+        origin: Origin {
+            file: file.to_path_buf(),
+            line,
+        },
     })
 }

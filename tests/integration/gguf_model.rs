@@ -15,7 +15,11 @@ fn tokenizer_round_trips_text_digits_and_chatml_tags() {
     // Control tokens are single ids, digits are split one by one, and no prefix space is added.
     assert_eq!(ids[0], tok.token_to_id("<|im_start|>").expect("im_start"));
     assert_eq!(tok.id_to_token(ids[1]).as_deref(), Some("user"));
-    let digits: Vec<String> = ids.iter().filter_map(|i| tok.id_to_token(*i)).filter(|t| t.chars().all(|c| c.is_ascii_digit())).collect();
+    let digits: Vec<String> = ids
+        .iter()
+        .filter_map(|i| tok.id_to_token(*i))
+        .filter(|t| t.chars().all(|c| c.is_ascii_digit()))
+        .collect();
     assert_eq!(digits, ["1", "2", "5", "0"]);
     assert_eq!(tok.decode(&ids, false).expect("decode"), text);
 }
@@ -25,7 +29,10 @@ fn answers_a_simple_question_greedily_and_deterministically() {
     let path = ensure_default_model().expect("default model");
     let mut model = GgufModel::load(&path).expect("load");
     let msgs = vec![Message::text(Role::User, "What is the capital of France?")];
-    let req = [Request { name: "t::t::france".into(), messages: &msgs }];
+    let req = [Request {
+        name: "t::t::france".into(),
+        messages: &msgs,
+    }];
     let opts = GenerationOptions { max_new_tokens: 24 };
     let a = model.generate(&req, &opts).remove(0).expect("answer");
     let b = model.generate(&req, &opts).remove(0).expect("answer");
@@ -42,7 +49,14 @@ fn missing_and_corrupt_model_files_are_clear_errors() {
     assert!(matches!(err, ModelError::Missing { .. }), "{err}");
     assert!(err.to_string().contains("nope.gguf"));
     let bad = dir.path().join("bad.gguf");
-    std::fs::write(&bad, b"this is not a gguf file at all, just some text padding it out").expect("write");
+    std::fs::write(
+        &bad,
+        b"this is not a gguf file at all, just some text padding it out",
+    )
+    .expect("write");
     let err = GgufModel::load(&bad).err().expect("error");
-    assert!(err.to_string().contains("bad.gguf") && err.to_string().contains("not a GGUF"), "{err}");
+    assert!(
+        err.to_string().contains("bad.gguf") && err.to_string().contains("not a GGUF"),
+        "{err}"
+    );
 }

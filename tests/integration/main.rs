@@ -1,6 +1,11 @@
 //! Integration tests, one module per area.
 
 mod gguf_model;
+mod harness;
+mod suite_loading;
+mod task_import;
+mod task_reference;
+mod task_suites;
 mod train_lora;
 mod train_parity;
 mod train_peft;

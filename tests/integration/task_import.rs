@@ -1,0 +1,242 @@
+//! The importers as a user runs them: real files on disk, a real HTTP server for image downloads,
+//! bad rows reported by file, line and field without losing the good rows.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vlmtest::case::{Expectation, Part};
+use vlmtest::task::import::download::{fetch_all, DownloadOptions, Outcome};
+use vlmtest::task::import::{load, load_with, ImportOptions};
+
+/// A tiny HTTP server: `/ok.png` (an image), `/page` (HTML), `/flaky.jpg` (503 once, then an
+/// image), `/big.jpg` (too large), anything else 404. Returns its base URL and a request counter.
+fn serve() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        let flaky = AtomicUsize::new(0);
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_owned();
+            let (status, ctype, body): (&str, &str, Vec<u8>) = match path.as_str() {
+                "/ok.png" => ("200 OK", "image/png", b"\x89PNG fake".to_vec()),
+                "/page" => ("200 OK", "text/html", b"<html></html>".to_vec()),
+                "/flaky.jpg" if flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    ("503 Busy", "text/plain", b"busy".to_vec())
+                }
+                "/flaky.jpg" => ("200 OK", "image/jpeg", b"jpeg bytes".to_vec()),
+                "/big.jpg" => ("200 OK", "image/jpeg", vec![0u8; 5000]),
+                _ => ("404 Not Found", "text/plain", b"no".to_vec()),
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    (base, hits)
+}
+
+fn opts(cache: &Path) -> DownloadOptions {
+    DownloadOptions {
+        cache_dir: cache.to_owned(),
+        workers: 3,
+        retries: 2,
+        backoff: Duration::from_millis(10),
+        max_bytes: 1000,
+        timeout: Duration::from_secs(5),
+        offline: false,
+    }
+}
+
+#[test]
+fn downloads_validate_retry_and_cache() {
+    let (base, hits) = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = ["/ok.png", "/page", "/flaky.jpg", "/big.jpg", "/gone.jpg"]
+        .iter()
+        .map(|p| format!("{base}{p}"))
+        .collect();
+    let out = fetch_all(&urls, &opts(tmp.path()));
+    assert!(matches!(&out[0], Outcome::Downloaded(p) if p.extension().unwrap() == "png"));
+    assert!(
+        matches!(&out[1], Outcome::Failed(e) if e.contains("text/html")),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(&out[2], Outcome::Downloaded(_)),
+        "retried after 503: {:?}",
+        out[2]
+    );
+    assert!(
+        matches!(&out[3], Outcome::Failed(e) if e.contains("limit")),
+        "{:?}",
+        out[3]
+    );
+    assert!(
+        matches!(&out[4], Outcome::Failed(e) if e.contains("404")),
+        "{:?}",
+        out[4]
+    );
+    assert_eq!(
+        std::fs::read(out[0].path().unwrap()).unwrap(),
+        b"\x89PNG fake"
+    );
+    let before = hits.load(Ordering::SeqCst);
+    let again = fetch_all(&urls[..1], &opts(tmp.path()));
+    assert!(matches!(&again[0], Outcome::Cached(_)));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "a cached image is not fetched again"
+    );
+}
+
+#[test]
+fn spam_tsv_imports_with_images_and_text_only_fallback() {
+    let (base, _) = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tsv = String::from("product_id\tdescription\timage_url\tlabel\tyes_count\tno_count\n");
+    for k in 0..10 {
+        let url = if k % 2 == 0 {
+            format!("{base}/ok.png?{k}")
+        } else {
+            format!("{base}/gone{k}.jpg")
+        };
+        tsv.push_str(&format!(
+            "id{k}\t{} item {k}\t{url}\t{}\t2\t1\n",
+            if k < 5 { "buy now free" } else { "blue mug" },
+            u8::from(k < 5)
+        ));
+    }
+    tsv.push_str("id3\tdup\t\t1\t0\t0\n");
+    let file = tmp.path().join("rows.tsv");
+    std::fs::write(&file, tsv).unwrap();
+    let mut o = ImportOptions {
+        val_fraction: 0.4,
+        ..ImportOptions::default()
+    };
+    o.download = opts(&tmp.path().join("cache"));
+    let imported = load_with("spam", &file, "spam_suite", &o).unwrap();
+    assert_eq!(
+        imported.cases.len(),
+        4,
+        "2 of each class of 5 go to validation"
+    );
+    assert_eq!(imported.rejected.len(), 1);
+    assert!(imported.rejected[0]
+        .to_string()
+        .contains("rows.tsv:12: field `product_id`"));
+    for c in &imported.cases {
+        let has_image = c.messages[1]
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Image { .. }));
+        let text = c.question();
+        assert_eq!(has_image, !text.contains("image unavailable"), "{text}");
+        assert_eq!(
+            c.metadata["image"],
+            if has_image { "present" } else { "missing" }
+        );
+        let Expectation::Task { task, spec } = &c.expect[0] else {
+            panic!("task expectation")
+        };
+        assert_eq!(task, "spam");
+        assert!(spec["baseline"]["p_spam"].is_f64());
+        assert!((spec["label_confidence"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn bad_rows_are_named_and_good_rows_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.jsonl");
+    std::fs::write(&file, "{\"id\": \"a\", \"title\": \"mug\", \"price\": 4.5}\n{\"id\": \"b\", \"title\": \"x\", \"price\": \"n/a\"}\nnot json\n").unwrap();
+    let imported = load_with("price", &file, "p", &ImportOptions::default()).unwrap();
+    assert_eq!(imported.cases.len(), 1);
+    let msgs: Vec<String> = imported.rejected.iter().map(ToString::to_string).collect();
+    assert!(
+        msgs[0].ends_with(":2: field `price`: `\"n/a\"` is not a number"),
+        "{}",
+        msgs[0]
+    );
+    assert!(msgs[1].contains(":3: field `json`"), "{}", msgs[1]);
+    let all_bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&all_bad, "{\"id\": 1}\n").unwrap();
+    let err = load("price", &all_bad, "p").unwrap_err().to_string();
+    assert!(
+        err.contains("no usable rows (1 rejected)") && err.contains(":1: field `price`: missing"),
+        "{err}"
+    );
+    assert!(load("pdf", &file, "p")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown import kind"));
+}
+
+#[test]
+fn example_inputs_import_to_the_committed_suites() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ex = root.join("fixtures/tasks/examples");
+    let mut spam = ImportOptions {
+        val_fraction: 0.5,
+        ..ImportOptions::default()
+    };
+    spam.download.cache_dir = ex.join("spam/cache");
+    spam.download.offline = true;
+    let labels = ImportOptions {
+        images: Some(ex.join("labels/images")),
+        ..ImportOptions::default()
+    };
+    for (kind, input, suite, o) in [
+        (
+            "deals",
+            ex.join("flyers"),
+            "flyer_deals",
+            ImportOptions::default(),
+        ),
+        ("spam", ex.join("spam/products.tsv"), "product_spam", spam),
+        (
+            "price",
+            ex.join("price/rows.jsonl"),
+            "product_price",
+            ImportOptions::default(),
+        ),
+        (
+            "labels",
+            ex.join("labels/ground_truth.jsonl"),
+            "photo_labels",
+            labels,
+        ),
+    ] {
+        let imported = load_with(kind, &input, suite, &o).unwrap();
+        let committed = std::fs::read_to_string(root.join(format!("cases/{suite}.jsonl"))).unwrap();
+        let rows: Vec<String> = imported
+            .cases
+            .iter()
+            .map(|c| vlmtest::task::import::case_to_row(c, &root.join("cases")).to_string())
+            .collect();
+        assert_eq!(
+            rows,
+            committed.lines().collect::<Vec<_>>(),
+            "{suite}: regenerate with `cargo run --bin vlmtest-fixtures`"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod frozen;
 pub mod linear;
 
 use std::path::PathBuf;

@@ -407,10 +407,17 @@ impl Llama {
         let hidden = self.forward_train(ids, rng)?;
         let (b, t, h) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, h))?.index_select(positions, 0)?;
-        let logits = picked.matmul(&self.embed.t()?)?;
+        let logits = crate::lora::frozen::frozen_linear(&picked, &self.embed)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let nll = logp.gather(&targets.unsqueeze(1)?, 1)?.neg()?;
         Ok(nll.sum_all()?)
+    }
+
+    /// Logits (B, T, V) of every position, through the training forward (with `rng`'s dropout when
+    /// the LoRA layers have any).
+    pub fn logits(&self, ids: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        let hidden = self.forward_train(ids, rng)?;
+        Ok(hidden.broadcast_matmul(&self.embed.t()?)?)
     }
 
     /// Next-token logits (V) of the last position, feeding `ids` after `cache` (fused ops; use on

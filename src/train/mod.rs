@@ -12,7 +12,7 @@
 pub mod batch;
 pub mod bench;
 pub mod checkpoint;
-// pub mod cli; (needs the suite loader from main)
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;

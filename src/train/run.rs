@@ -228,6 +228,8 @@ pub fn train(
     };
     let mut epochs_evals: Vec<EvalSummary> = Vec::new();
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.train_seconds);
+    // Evaluations inside the loop are not training time; the "before" one ran before `started`.
+    let mut eval_in_loop = 0.0;
     let mut epoch = state.epoch;
     'epochs: while epoch < n_epochs && state.step < total && !state.stopped_early {
         let order = epoch_batches(&lengths, cfg.batch_size, cfg.seed, epoch);
@@ -278,7 +280,7 @@ pub fn train(
             state.group_in_epoch = gi + 1;
             state.losses.push((state.step, loss));
             state.tokens_seen += tokens;
-            state.train_seconds = started.elapsed().as_secs_f64() - eval_seconds;
+            state.train_seconds = started.elapsed().as_secs_f64() - eval_in_loop;
             let tps = state.tokens_seen as f64 / state.train_seconds.max(1e-9);
             pb.set_position(state.step as u64);
             pb.set_message(format!(
@@ -314,6 +316,7 @@ pub fn train(
                 cfg.eval_max_new_tokens,
             )?;
             eval_seconds += s.seconds;
+            eval_in_loop += s.seconds;
             save_json(
                 &run_dir.join(format!("eval_epoch_{epoch}_summary.json")),
                 &s,
@@ -366,7 +369,18 @@ pub fn train(
     if cfg.save_merged {
         save_merged(&run_dir.join("merged"), &model.merged_state_dict()?)?;
     }
-    let after = if !val.is_empty() {
+    let final_step = state.best_step.unwrap_or(state.step);
+    let reusable = epochs_evals
+        .iter()
+        .rev()
+        .find(|e| e.step == final_step)
+        .cloned();
+    let after = if let Some(mut s) = reusable {
+        // The final adapter was already evaluated after its epoch: same weights, same answers.
+        s.label = "after".into();
+        save_json(&run_dir.join("prebench_after_training_summary.json"), &s)?;
+        Some(s)
+    } else if !val.is_empty() {
         let s = evaluate(
             &*model,
             "after",

@@ -10,3 +10,6 @@ mod suite_loading;
 mod task_import;
 mod task_reference;
 mod task_suites;
+mod train_lora;
+mod train_parity;
+mod train_peft;

@@ -176,7 +176,7 @@ impl Config {
         };
         if text.num_attention_heads == 0
             || text.num_key_value_heads == 0
-            || text.num_attention_heads % text.num_key_value_heads != 0
+            || !text.num_attention_heads.is_multiple_of(text.num_key_value_heads)
         {
             return Err(format!(
                 "text_config: num_attention_heads {} is not a multiple of num_key_value_heads {}",
@@ -202,7 +202,7 @@ impl Config {
             num_position_embeddings: v.num_position_embeddings,
             deepstack_visual_indexes: v.deepstack_visual_indexes.unwrap_or_default(),
         };
-        if vision.num_heads == 0 || vision.hidden_size % vision.num_heads != 0 {
+        if vision.num_heads == 0 || !vision.hidden_size.is_multiple_of(vision.num_heads) {
             return Err("vision_config.hidden_size is not a multiple of num_heads".into());
         }
         let side = (vision.num_position_embeddings as f64).sqrt() as usize;

@@ -176,7 +176,9 @@ impl Config {
         };
         if text.num_attention_heads == 0
             || text.num_key_value_heads == 0
-            || !text.num_attention_heads.is_multiple_of(text.num_key_value_heads)
+            || !text
+                .num_attention_heads
+                .is_multiple_of(text.num_key_value_heads)
         {
             return Err(format!(
                 "text_config: num_attention_heads {} is not a multiple of num_key_value_heads {}",

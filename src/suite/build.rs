@@ -26,6 +26,12 @@ pub fn check_name_part(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a suite file; a read failure names the file.
+pub fn read_file(file: &Path) -> Result<String, SuiteError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| SuiteError::new(file, None, None, format!("cannot read: {e}")))
+}
+
 /// The share of `len` items that `min` asks for (1.0 when all are needed).
 pub fn share(min: Option<usize>, len: usize) -> f64 {
     match min {

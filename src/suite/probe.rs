@@ -83,19 +83,9 @@ pub fn load(
     cfg: &SuiteConfig,
     root: &Path,
 ) -> (Vec<Case>, Vec<SuiteError>) {
-    let text = match std::fs::read_to_string(file) {
+    let text = match build::read_file(file) {
         Ok(t) => t,
-        Err(e) => {
-            return (
-                Vec::new(),
-                vec![SuiteError::new(
-                    file,
-                    None,
-                    None,
-                    format!("cannot read: {e}"),
-                )],
-            )
-        }
+        Err(e) => return (Vec::new(), vec![e]),
     };
     let parsed: ProbeFile = match toml::from_str(&text) {
         Ok(p) => p,

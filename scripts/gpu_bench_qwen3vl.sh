@@ -17,5 +17,5 @@ export PYTHONUNBUFFERED=1
 # Seeded bf16 weights (torch.manual_seed(0)), saved as safetensors, then transformers' timings.
 python3 "$(dirname "$0")/qwen3vl_parity.py" --bench2b "$CKPT" --batches "$BATCHES" | tee "$OUT/transformers.jsonl"
 # vlmtest on the checkpoint transformers just wrote, plus the weight-matmul floor per step.
-"$BIN" bench "$CKPT" --batches "$BATCHES" --breakdown | tee "$OUT/vlmtest.jsonl"
+"$BIN" bench "$CKPT" --batches "$BATCHES" --breakdown --image 640x480 | tee "$OUT/vlmtest.jsonl"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.csv"

@@ -38,6 +38,10 @@ enum What {
         /// one token per row): the floor a decode step cannot go under, and the rest overhead.
         #[arg(long)]
         breakdown: bool,
+        /// Also time prompts that carry one seeded image of this size (`640x480`): image
+        /// preprocessing, the vision tower and the prefill together.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// A PEFT LoRA adapter for the tiny checkpoint.
     Adapter {
@@ -94,8 +98,12 @@ fn main() -> anyhow::Result<()> {
             prompt_tokens,
             new_tokens,
             breakdown,
+            image,
         } => {
             bench(&dir, &batches, prompt_tokens, new_tokens)?;
+            if let Some(size) = image {
+                image_bench(&dir, &batches, &size)?;
+            }
             if breakdown {
                 matmul_floor(&dir, &batches)?;
             }
@@ -266,6 +274,83 @@ fn matmul_floor(dir: &std::path::Path, batches: &[usize]) -> anyhow::Result<()> 
                 "weight_bytes": bytes, "step_ms": s * 1e3,
                 "effective_tb_s": bytes as f64 / s / 1e12,
                 "roofline_step_ms_at_3_35_tb_s": bytes as f64 / 3.35e12 * 1e3,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Times image prompts per batch size: decoding + preprocessing the image (CPU), and the vision
+/// tower + prefill of `batch` such prompts (one generated token), as a JSON line.
+fn image_bench(dir: &std::path::Path, batches: &[usize], size: &str) -> anyhow::Result<()> {
+    use std::time::Instant;
+    use vlmtest::case::{ImageSource, Message, Part, Role};
+    use vlmtest::model::qwen3_vl::{Prepared, Qwen3VlModel};
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .context("--image takes WIDTHxHEIGHT, e.g. 640x480")?;
+    let device = candle_core::Device::cuda_if_available(0)?;
+    let mut model = Qwen3VlModel::load(dir, None, &device)?;
+    let path = std::env::temp_dir().join(format!("vlmtest-bench-{w}x{h}.png"));
+    fixture::write_image(&path, w, h, 5)?;
+    let messages = vec![Message {
+        role: Role::User,
+        parts: vec![
+            Part::Image {
+                image: ImageSource::Path(path),
+            },
+            Part::Text {
+                text: "Describe the picture.".into(),
+            },
+        ],
+    }];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut pre = Vec::new();
+    let mut prompt: Option<Prepared> = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        prompt = Some(model.prepare(&messages)?);
+        pre.push(t.elapsed().as_secs_f64());
+    }
+    let prompt = prompt.context("no prompt prepared")?;
+    let pre = median(pre);
+    for &b in batches {
+        let rows: Vec<&Prepared> = std::iter::repeat_n(&prompt, b).collect();
+        let net = model.network();
+        net.generate(&rows, 1, &[], 0)?;
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            net.generate(&rows, 1, &[], 0)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let t = median(times);
+        // The vision tower alone (synchronised by reading one value back).
+        let pixels: Vec<&vlmtest::image::Pixels> =
+            rows.iter().flat_map(|p| p.images.iter()).collect();
+        let mut vision = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            if let Some(out) = net.encode_images(&pixels)? {
+                out.embeds
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_scalar::<f32>()?;
+            }
+            vision.push(t.elapsed().as_secs_f64());
+        }
+        let vision = median(vision);
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "vlmtest-image", "device": format!("{device:?}"), "batch": b,
+                "image": size, "prompt_tokens": prompt.ids.len(),
+                "preprocess_ms": pre * 1e3, "preprocess_images_s": 1.0 / pre,
+                "vision_s": vision, "vision_plus_prefill_s": t, "images_s": b as f64 / t,
             })
         );
     }

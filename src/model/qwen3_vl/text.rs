@@ -158,7 +158,6 @@ impl Attention {
         let q = self.q_norm.forward(&q)?.transpose(1, 2)?.contiguous()?;
         let k = self.k_norm.forward(&k)?.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let dtype = q.dtype();
         // Rotary embedding in the model's dtype with cos/sin cast to it, as the reference does
         // (`cos.to(x.dtype)`); the tables themselves are computed in f32.
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
@@ -169,13 +168,16 @@ impl Attention {
         // Group the query heads that share a KV head so no key/value copy is needed.
         let qg = q.reshape((b, self.kv_heads, rep * l, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (qg.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
+        // Scores, scale and mask in the model's dtype, as the reference's eager attention
+        // computes them; the softmax kernel accumulates in f32 for bf16/f16 and rounds its
+        // output to the model's dtype, as the reference's `softmax(.., dtype=float32).to(dtype)`.
+        let scores = (qg.matmul(&k.t()?)? * scale)?;
         let scores = scores.reshape((b, self.heads, l, t))?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.reshape((b, self.kv_heads, rep * l, t))?.matmul(&v)?;
         let out = out
             .reshape((b, self.heads, l, hd))?
@@ -300,12 +302,14 @@ impl TextModel {
             cos_sin.0.to_dtype(embeds.dtype())?,
             cos_sin.1.to_dtype(embeds.dtype())?,
         );
+        let mask = mask.map(|m| m.to_dtype(embeds.dtype())).transpose()?;
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let r = x.clone();
-            let a = layer
-                .attn
-                .forward(&layer.input_norm.forward(&x)?, &cos, &sin, mask)?;
+            let a =
+                layer
+                    .attn
+                    .forward(&layer.input_norm.forward(&x)?, &cos, &sin, mask.as_ref())?;
             let x1 = (r + a)?;
             let m = layer.mlp.forward(&layer.post_norm.forward(&x1)?)?;
             x = (x1 + m)?;

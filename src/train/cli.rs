@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use super::bench::{run_bench, BenchArgs};
-use super::config::{TrainArgs, TrainConfig};
-use super::model::{resolve_base, SmolLm};
+use super::config::{device_for, TrainArgs, TrainConfig};
+use super::model::load_base;
 use super::run::{summary_table, train};
 use super::TrainError;
 use crate::case::Case;
@@ -87,8 +87,9 @@ pub fn run(cli: Cli) -> Result<String, TrainError> {
     } else {
         load_rows(&cfg.val)?
     };
-    let mut model = SmolLm::load(&resolve_base(&cfg.base)?)?;
-    let report = train(&cfg, &mut model, &train_rows, &val_rows, !cli.quiet)?;
+    let device = device_for(cfg.device)?;
+    let mut model = load_base(&cfg.base, &device, cfg.dtype)?;
+    let report = train(&cfg, model.as_mut(), &train_rows, &val_rows, !cli.quiet)?;
     Ok(format!(
         "{}\nsteps {}/{}{}; adapter written to {}\n",
         summary_table(&report),

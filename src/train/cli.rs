@@ -75,10 +75,12 @@ pub fn load_rows(files: &[PathBuf]) -> Result<Vec<Case>, TrainError> {
 pub fn run(cli: Cli) -> Result<String, TrainError> {
     if let Some(Command::Bench(b)) = &cli.command {
         let r = run_bench(b)?;
-        return serde_json::to_string(&r).map_err(|e| TrainError::Io {
-            path: "stdout".into(),
-            source: std::io::Error::other(e),
-        });
+        return serde_json::to_string(&r)
+            .map(|line| line + "\n")
+            .map_err(|e| TrainError::Io {
+                path: "stdout".into(),
+                source: std::io::Error::other(e),
+            });
     }
     let cfg = TrainConfig::resolve(cli.config.as_deref(), &cli.args)?;
     let train_rows = load_rows(&cfg.train)?;

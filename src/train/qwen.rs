@@ -69,6 +69,9 @@ struct Features {
     deepstack: Vec<Tensor>,
 }
 
+/// The flat `(b·t)` indices of a batch's image rows and the DeepStack features to add there.
+type Visual = (Tensor, Vec<Tensor>);
+
 /// A Qwen3-VL checkpoint folder set up for LoRA training.
 pub struct QwenTrain {
     dir: PathBuf,
@@ -252,6 +255,10 @@ impl QwenTrain {
         &self.tokenizer
     }
 
+    pub fn processor(&self) -> &PreprocessorConfig {
+        &self.processor
+    }
+
     fn for_each_linear(
         &mut self,
         mut f: impl FnMut(&str, &mut LoraLinear) -> Result<(), TrainError>,
@@ -343,7 +350,7 @@ impl QwenTrain {
 
     /// Input embeddings `(b, t, hidden)` with image rows in place of the placeholders, the flat
     /// indices of those rows, and the DeepStack features to add there.
-    fn inputs(&self, batch: &Batch) -> Result<(Tensor, Option<(Tensor, Vec<Tensor>)>), TrainError> {
+    fn inputs(&self, batch: &Batch) -> Result<(Tensor, Option<Visual>), TrainError> {
         let (b, t) = batch.ids.dims2()?;
         let h = self.text_cfg().hidden_size;
         let text = self.embed.index_select(&batch.ids.flatten_all()?, 0)?;

@@ -106,7 +106,9 @@ def qwen_bench(a):
                        dtype=torch.long, device=dev)
     labels = ids.clone()
     labels[:, : t // 2] = -100
-    kw = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
+    kw = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+          # transformers 5.x takes each token's modality from the processor: all text here.
+          "mm_token_type_ids": torch.zeros_like(ids)}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     losses, timed = [], 0.0
     for step in range(a.warmup + a.steps):

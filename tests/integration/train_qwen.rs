@@ -1,7 +1,8 @@
 //! `vlmtest-train` on a tiny seeded Qwen3-VL checkpoint: training on image/question/answer rows
 //! learns the answers, the saved PEFT adapter reloads through the inference model (and through
 //! `vlmtest`'s model spec) to the trainer's own answers, every LoRA tensor gets a gradient, and
-//! bad settings are clear errors.
+//! bad settings are clear errors. `VLMTEST_PEFT_QWEN_FIXTURE=DIR` keeps the checkpoint, adapter
+//! and expected logits for `scripts/peft_qwen_roundtrip.py` (PEFT + transformers).
 
 use std::path::{Path, PathBuf};
 
@@ -150,6 +151,48 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     for (a, row) in answers.into_iter().zip(&after.rows) {
         assert_eq!(a.unwrap().text, row.answer, "{}", row.case);
     }
+
+    // `VLMTEST_PEFT_QWEN_FIXTURE=DIR` keeps what `scripts/peft_qwen_roundtrip.py` needs to check
+    // that PEFT + transformers load this adapter onto this checkpoint to the same logits.
+    if let Some(out) = std::env::var_os("VLMTEST_PEFT_QWEN_FIXTURE").map(PathBuf::from) {
+        export_for_peft(
+            &out,
+            &ckpt,
+            &report.adapter_dir,
+            &rows[0].messages,
+            &mut reloaded,
+        );
+    }
+}
+
+fn export_for_peft(
+    out: &Path,
+    ckpt: &Path,
+    adapter: &Path,
+    messages: &[vlmtest::case::Message],
+    adapted: &mut Qwen3VlModel,
+) {
+    for (from, to) in [(ckpt, out.join("tiny")), (adapter, out.join("adapter"))] {
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(from).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let p = adapted.prepare(messages).unwrap();
+    let with = adapted.network().prompt_logits(&p).unwrap();
+    let mut base = Qwen3VlModel::load(ckpt, None, &Device::Cpu).unwrap();
+    let without = base.network().prompt_logits(&p).unwrap();
+    let px = &p.images[0];
+    let pixels = Tensor::from_vec(px.data.clone(), (px.rows, px.cols), &Device::Cpu).unwrap();
+    let tensors = std::collections::HashMap::from([
+        ("pixel_values".to_owned(), pixels),
+        ("logits_base".to_owned(), without),
+        ("logits_adapter".to_owned(), with),
+    ]);
+    candle_core::safetensors::save(&tensors, out.join("expected.safetensors")).unwrap();
+    let meta = serde_json::json!({"input_ids": p.ids, "image_grid_thw": [px.grid_thw]});
+    std::fs::write(out.join("expected.json"), meta.to_string()).unwrap();
 }
 
 #[test]

@@ -14,3 +14,4 @@ mod task_suites;
 mod train_lora;
 mod train_parity;
 mod train_peft;
+mod train_qwen;

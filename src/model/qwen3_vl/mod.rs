@@ -22,6 +22,7 @@ use candle_nn::VarBuilder;
 
 use crate::case::Message;
 use crate::image::{self, Pixels, PreprocessorConfig};
+use crate::lora::LoraAdapter;
 use crate::model::checkpoint::{self, CheckpointFiles};
 use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
 
@@ -384,6 +385,42 @@ impl Qwen3VlModel {
         dtype: DType,
         merge: bool,
     ) -> Result<Self, ModelError> {
+        Self::load_from(
+            checkpoint,
+            adapter.map(AdapterSource::Dir),
+            device,
+            dtype,
+            merge,
+        )
+    }
+
+    /// Loads with an adapter held in memory (a trainer's current LoRA weights) instead of an
+    /// adapter folder; `name` stands in for the folder name in the label and fingerprint. The
+    /// adapter is checked and applied exactly as one read from disk.
+    pub fn load_with_lora(
+        checkpoint: &Path,
+        adapter: &LoraAdapter,
+        name: &str,
+        device: &Device,
+        dtype: DType,
+        merge: bool,
+    ) -> Result<Self, ModelError> {
+        Self::load_from(
+            checkpoint,
+            Some(AdapterSource::Memory(adapter, name)),
+            device,
+            dtype,
+            merge,
+        )
+    }
+
+    fn load_from(
+        checkpoint: &Path,
+        adapter: Option<AdapterSource<'_>>,
+        device: &Device,
+        dtype: DType,
+        merge: bool,
+    ) -> Result<Self, ModelError> {
         let files = CheckpointFiles::locate(checkpoint)?;
         let cfg =
             Config::from_json(&files.read_config()?).map_err(|e| corrupt(&files.config, e))?;
@@ -433,10 +470,16 @@ impl Qwen3VlModel {
         let template = ChatTemplate::from_dir(&files.dir).map_err(ModelError::Other)?;
         checkpoint::check_safetensors(&files.weights)?;
         let mut fingerprint = files.fingerprint()?;
-        let adapters = match adapter {
-            Some(dir) => {
+        let adapters = match &adapter {
+            Some(AdapterSource::Dir(dir)) => {
                 let (set, fp) = adapter::load(dir, &cfg, device, dtype, merge)?;
                 fingerprint = format!("{fingerprint}+{fp}");
+                set
+            }
+            Some(AdapterSource::Memory(lora, name)) => {
+                let set =
+                    adapter::prepare((*lora).clone(), &cfg, device, dtype, merge, checkpoint)?;
+                fingerprint = format!("{fingerprint}+memory:{name}");
                 set
             }
             None => AdapterSet::default(),
@@ -475,8 +518,13 @@ impl Qwen3VlModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let label = match adapter.and_then(|a| a.file_name()) {
-            Some(a) => format!("qwen3-vl-{name}+{}", a.to_string_lossy()),
+        let adapter_name = match &adapter {
+            Some(AdapterSource::Dir(dir)) => dir.file_name().map(|a| a.to_string_lossy()),
+            Some(AdapterSource::Memory(_, n)) => Some(std::borrow::Cow::Borrowed(*n)),
+            None => None,
+        };
+        let label = match adapter_name {
+            Some(a) => format!("qwen3-vl-{name}+{a}"),
             None => format!("qwen3-vl-{name}"),
         };
         Ok(Self {
@@ -554,6 +602,12 @@ impl Qwen3VlModel {
             .decode(ids, true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
+}
+
+/// Where an adapter comes from: a PEFT folder, or tensors in memory with a name.
+enum AdapterSource<'a> {
+    Dir(&'a Path),
+    Memory(&'a LoraAdapter, &'a str),
 }
 
 /// The stop ids in `generation_config.json` (`eos_token_id`, a number or a list).

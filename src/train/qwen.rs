@@ -36,6 +36,7 @@ use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
 use crate::model::checkpoint::CheckpointFiles;
 use crate::model::qwen3_vl::config::TextConfig;
 use crate::model::qwen3_vl::linear::AdapterSet;
+use crate::model::qwen3_vl::template::ChatTemplate;
 use crate::model::qwen3_vl::text::MropeTable;
 use crate::model::qwen3_vl::vision::VisionModel;
 use crate::model::qwen3_vl::{prompt, Config, Qwen3VlModel};
@@ -79,6 +80,8 @@ pub struct QwenTrain {
     pub cfg: Config,
     tokenizer: Tokenizer,
     processor: PreprocessorConfig,
+    /// The checkpoint's chat template (as inference renders prompts); `None`: Qwen3-VL's format.
+    template: Option<ChatTemplate>,
     vision: VisionModel,
     /// f32.
     embed: Tensor,
@@ -148,6 +151,7 @@ impl QwenTrain {
         };
         let tokenizer =
             Tokenizer::from_file(&files.tokenizer).map_err(|e| base_err(&files.tokenizer, e))?;
+        let template = ChatTemplate::from_dir(dir).map_err(|e| base_err(dir, e))?;
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -230,6 +234,7 @@ impl QwenTrain {
             cfg,
             tokenizer,
             processor,
+            template,
             vision,
             embed,
             layers,
@@ -552,7 +557,10 @@ impl TrainableModel for QwenTrain {
 
     fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
         check_case(case)?;
-        let (text, sources) = prompt::render(&case.messages);
+        let (text, sources) = match &self.template {
+            Some(t) => t.render(&case.messages).map_err(|e| data_error(case, e))?,
+            None => prompt::render(&case.messages),
+        };
         let mut images = Vec::with_capacity(sources.len());
         for s in sources {
             let img = image::load(s).map_err(|e| data_error(case, format!("image: {e}")))?;

@@ -39,6 +39,14 @@ impl AdaptedGgufLogits {
     }
 }
 
+/// Token ids of an already rendered prompt (its special tokens are in the text).
+fn encode(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
+    let enc = tokenizer
+        .encode(text, false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
 fn to_logits(t: &Tensor) -> Result<Vec<f32>, ModelError> {
     Ok(t.flatten_all()?
         .to_dtype(candle_core::DType::F32)?
@@ -51,12 +59,7 @@ impl LogitsModel for AdaptedGgufLogits {
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self
-            .model
-            .tokenizer()
-            .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        encode(self.model.tokenizer(), text)
     }
 
     fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
@@ -107,12 +110,7 @@ impl LogitsModel for QwenLogits {
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self
-            .model
-            .tokenizer()
-            .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        encode(self.model.tokenizer(), text)
     }
 
     /// Renders, loads and preprocesses the images, expands their placeholders; the pixels wait

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
+use super::qwen_model::image_message;
 use candle_core::{DType, Device};
 use serde_json::{json, Value};
-use vlmtest::case::{ImageSource, Message, Part, Role};
+use vlmtest::case::{Message, Role};
 use vlmtest::model::openai::OpenAiModel;
 use vlmtest::model::qwen3_vl::fixture::{self, AdapterSpec, Spec};
 use vlmtest::model::qwen3_vl::Qwen3VlModel;
@@ -35,22 +36,6 @@ fn serve(spec: &Path, adapter: &Path) -> ServerHandle {
         max_tokens_cap: 64,
     };
     spawn(model, &config, "127.0.0.1:0".parse().unwrap()).expect("listen")
-}
-
-fn image_message(dir: &Path, w: u32, h: u32, question: &str) -> Message {
-    let path = dir.join(format!("img_{w}x{h}.png"));
-    fixture::write_image(&path, w, h, u64::from(w * 1000 + h)).unwrap();
-    Message {
-        role: Role::User,
-        parts: vec![
-            Part::Image {
-                image: ImageSource::Path(path),
-            },
-            Part::Text {
-                text: question.into(),
-            },
-        ],
-    }
 }
 
 #[test]

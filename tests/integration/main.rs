@@ -2,8 +2,11 @@
 
 mod gguf_model;
 mod harness;
+mod judge_examples;
 mod judge_faults;
+mod judge_live;
 mod judge_serve;
+mod judge_steps;
 mod qwen_model;
 mod qwen_parity;
 mod suite_loading;

@@ -102,10 +102,7 @@ impl Session {
             };
             let verdicts = pipeline::score_all(&group, &answers, &task::score, Some(&judge));
             for (suite, stats) in judge_stats.into_inner() {
-                eval.judge
-                    .entry(suite)
-                    .or_insert_with(crate::judge::JudgeStats::default)
-                    .add(&stats);
+                eval.judge.entry(suite).or_default().add(&stats);
             }
             eval.verdicts
                 .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));

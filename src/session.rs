@@ -117,10 +117,12 @@ impl Session {
         &self,
         requests: &[pipeline::JudgeRequest<'_>],
     ) -> (Vec<Score>, BTreeMap<String, crate::judge::JudgeStats>) {
-        let mut by_suite: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        // Ignored cases (run with `--ignored`) are judged apart and left out of the counters,
+        // as they are left out of the suite's report.
+        let mut by_suite: BTreeMap<(&str, bool), Vec<usize>> = BTreeMap::new();
         for (i, r) in requests.iter().enumerate() {
             by_suite
-                .entry(r.case.id.suite.as_str())
+                .entry((r.case.id.suite.as_str(), r.case.ignored))
                 .or_default()
                 .push(i);
         }
@@ -137,7 +139,8 @@ impl Session {
                 .collect();
             let stats = by_suite
                 .iter()
-                .map(|(suite, idx)| {
+                .filter(|((_, ignored), _)| !ignored)
+                .map(|((suite, _), idx)| {
                     let n = idx.len() as u64;
                     (
                         suite.to_string(),
@@ -164,7 +167,7 @@ impl Session {
             Ok(runner) => {
                 let mut scores: Vec<Option<Score>> = vec![None; requests.len()];
                 let mut stats = BTreeMap::new();
-                for (suite, idx) in &by_suite {
+                for ((suite, ignored), idx) in &by_suite {
                     let items: Vec<crate::judge::JudgeItem<'_>> = idx
                         .iter()
                         .map(|&i| crate::judge::JudgeItem {
@@ -178,7 +181,9 @@ impl Session {
                     for (&i, s) in idx.iter().zip(runner.score(&items)) {
                         scores[i] = Some(s);
                     }
-                    stats.insert(suite.to_string(), runner.stats().since(&before));
+                    if !ignored {
+                        stats.insert(suite.to_string(), runner.stats().since(&before));
+                    }
                 }
                 // `score` answers every item; a gap would be a bug, reported as a judge error.
                 let scores = scores

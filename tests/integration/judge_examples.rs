@@ -115,3 +115,53 @@ fn worked_examples_score_as_documented_and_the_rerun_comes_from_the_cache() {
     assert_eq!(snapshot::view(&live), snapshot::view(&cached));
     insta::assert_json_snapshot!("judge_examples_report", snapshot::view(&cached));
 }
+
+#[test]
+fn ignored_cases_are_judged_but_stay_out_of_the_report_and_its_counters() {
+    use vlmtest::case::Case;
+    use vlmtest::session::{Overrides, Session};
+    let server = StubServer::start(StubConfig::default()).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/judge");
+    let root = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).unwrap();
+    std::fs::create_dir_all(root.path().join("probes")).unwrap();
+    std::fs::create_dir_all(root.path().join("judges")).unwrap();
+    copy(
+        &fixtures.join("probes/judge_examples.toml"),
+        &root.path().join("probes/judge_examples.toml"),
+    );
+    copy(
+        &fixtures.join("examples-answers.jsonl"),
+        &root.path().join("examples-answers.jsonl"),
+    );
+    for rubric in ["correctness", "relevancy", "faithfulness"] {
+        copy(
+            &fixtures.join(format!("judges/{rubric}.toml")),
+            &root.path().join(format!("judges/{rubric}.toml")),
+        );
+    }
+    std::fs::write(
+        root.path().join("vlmtest.toml"),
+        format!(
+            "[judge]\nurl = \"{}\"\nmodel = \"stub-judge\"\ncache = \"off\"\n\n[suites.judge_examples]\nmodel = \"replay:examples-answers.jsonl\"\nprompt = \"{{question}}\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let session = Session::open(root.path(), &Overrides::default()).unwrap();
+    let suite = session.suite("judge_examples").unwrap();
+    assert!(suite.errors.is_empty(), "{:?}", suite.errors);
+    let all: Vec<&Case> = suite.cases.iter().collect();
+    assert_eq!(all.iter().filter(|c| c.ignored).count(), 1);
+    let eval = session.evaluate(&all, false);
+    // The ignored case was judged (the stub got 5 requests) …
+    assert_eq!(server.log.requests.load(Ordering::Relaxed), 5);
+    let ignored = &eval.verdicts["judge_examples::correctness::ignored"];
+    assert_eq!(ignored.scores[0].scorer, "judge.correctness");
+    assert!(ignored.passed);
+    // … but the report and its counters hold the 4 cases it reports on.
+    let report = session.report(suite, &eval);
+    assert_eq!(report.verdicts.len(), 4);
+    let j = report.judge.expect("judge stats");
+    assert_eq!((j.items, j.scored, j.http_calls), (4, 4, 4));
+}

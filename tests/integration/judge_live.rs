@@ -103,7 +103,11 @@ fn start_server(dir: &Path) -> (ChildGuard, u16) {
             .arg("--model")
             .arg(&model)
             .args(["--name", "smollm2", "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--max-tokens", "80"]),
+            .args(["--port", &port.to_string(), "--max-tokens", "80"])
+            // One compute thread: on a busy 2-core machine (CI runs the other tests beside this
+            // one) two rayon threads make candle's decode collapse (FACTS.md); measured here,
+            // 3 judge calls took 26 s with one thread and 44 s with two at load average 5-6.
+            .env("RAYON_NUM_THREADS", "1"),
         &dir.join("serve.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(300);

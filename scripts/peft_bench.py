@@ -6,6 +6,13 @@ with seeded random weights, f32, CPU; LoRA r/alpha on the given modules (dropout
 gradient clipping at 1.0; loss on the second half of each row. Prints one JSON line.
 
 Usage: python3 scripts/peft_bench.py --threads 1 --rank 16 --batch-size 4 --seq-len 128 --steps 10
+
+With `--qwen DIR` it times the same step on a Qwen3-VL checkpoint folder instead (e.g. the 2B-shaped
+one `vlmtest-fixture metadata2b` + `scripts/qwen3vl_parity.py --bench2b` write), on `--device`
+(default cuda) in `--dtype` (default bf16), text rows only, token ids taken modulo the first special
+token id exactly as `vlmtest-train bench --base DIR` does:
+
+    python3 scripts/peft_bench.py --qwen q2b --rank 16 --batch-size 4 --seq-len 512 --steps 10
 """
 import argparse
 import json
@@ -33,7 +40,12 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--qwen", help="a Qwen3-VL checkpoint folder (times it instead of SmolLM2's shape)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a = ap.parse_args()
+    if a.qwen:
+        return qwen_bench(a)
     torch.set_num_threads(a.threads)
     torch.manual_seed(7)
     cfg = LlamaConfig(
@@ -70,6 +82,56 @@ def main():
         "steps": a.steps, "threads": torch.get_num_threads(), "seconds_per_step": sps,
         "tokens_per_second": b * t / sps, "first_loss": losses[0], "last_loss": losses[-1],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def qwen_bench(a):
+    """The Qwen3-VL variant: PEFT LoRA on Qwen3VLForConditionalGeneration's text layers."""
+    from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
+
+    dev = torch.device(a.device)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    tok = AutoTokenizer.from_pretrained(a.qwen)
+    limit = tok.convert_tokens_to_ids("<|endoftext|>")
+    model = Qwen3VLForConditionalGeneration.from_pretrained(a.qwen, dtype=dtype).to(dev)
+    limit = min(limit, model.config.text_config.vocab_size)
+    lora = LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0,
+                      target_modules=a.target_modules.split(","), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+    b, t = a.batch_size, a.seq_len
+    ids = torch.tensor([[bench_token(r, j, t) % limit for j in range(t)] for r in range(b)],
+                       dtype=torch.long, device=dev)
+    labels = ids.clone()
+    labels[:, : t // 2] = -100
+    kw = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+          # transformers 5.x takes each token's modality from the processor: all text here.
+          "mm_token_type_ids": torch.zeros_like(ids)}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    losses, timed = [], 0.0
+    for step in range(a.warmup + a.steps):
+        sync()
+        start = time.perf_counter()
+        out = model(**kw)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        sync()
+        if step >= a.warmup:
+            timed += time.perf_counter() - start
+    sps = timed / a.steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    print(json.dumps({
+        "implementation": f"PEFT {__import__('peft').__version__} + PyTorch {torch.__version__}",
+        "base": a.qwen, "device": a.device, "dtype": a.dtype,
+        "rank": a.rank, "target_modules": a.target_modules.split(","), "batch_size": b, "seq_len": t,
+        "steps": a.steps, "seconds_per_step": sps, "tokens_per_second": b * (t - 1) / sps,
+        "first_loss": losses[0], "last_loss": losses[-1],
+        "trainable_params": sum(p.numel() for p in params), "peak_gpu_mib": peak,
     }))
 
 

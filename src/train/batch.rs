@@ -2,11 +2,14 @@
 //! needed), and the batch order is shuffled per epoch with a seeded generator, so a run and its
 //! resumption see the same order.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::data::Example;
+use crate::image::Pixels;
 
 /// A padded batch ready for `loss_sum`.
 #[derive(Debug, Clone)]
@@ -21,10 +24,15 @@ pub struct Batch {
     pub n_targets: usize,
     /// Real (non-pad) tokens fed, for tokens/s.
     pub n_tokens: usize,
+    /// Each row's unpadded input ids (what `ids` holds before its padding), for models whose
+    /// positions depend on the content (Qwen3-VL's multimodal rotary positions).
+    pub row_ids: Vec<Vec<u32>>,
+    /// Each row's images, in prompt order.
+    pub images: Vec<Vec<Arc<Pixels>>>,
 }
 
 /// The ids, positions and targets of a batch, before they become tensors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchPlan {
     pub rows: usize,
     pub width: usize,
@@ -32,6 +40,8 @@ pub struct BatchPlan {
     pub positions: Vec<u32>,
     pub targets: Vec<u32>,
     pub n_tokens: usize,
+    pub row_lens: Vec<usize>,
+    pub images: Vec<Vec<Arc<Pixels>>>,
 }
 
 /// Lays out examples as inputs `seq[..L-1]` predicting `seq[1..]`; loss positions are those whose
@@ -46,10 +56,12 @@ pub fn plan(examples: &[&Example], pad: u32) -> BatchPlan {
     let mut positions = Vec::new();
     let mut targets = Vec::new();
     let mut n_tokens = 0;
+    let mut row_lens = Vec::with_capacity(examples.len());
     for (row, e) in examples.iter().enumerate() {
         let seq: Vec<u32> = e.prompt.iter().chain(&e.target).copied().collect();
         let input = &seq[..seq.len().saturating_sub(1)];
         n_tokens += input.len();
+        row_lens.push(input.len());
         ids.extend_from_slice(input);
         ids.extend(std::iter::repeat_n(pad, width - input.len()));
         for j in e.prompt.len().saturating_sub(1)..input.len() {
@@ -64,6 +76,8 @@ pub fn plan(examples: &[&Example], pad: u32) -> BatchPlan {
         positions,
         targets,
         n_tokens,
+        row_lens,
+        images: examples.iter().map(|e| e.images.clone()).collect(),
     }
 }
 
@@ -75,6 +89,13 @@ impl BatchPlan {
             targets: Tensor::from_vec(self.targets.clone(), self.targets.len(), device)?,
             n_targets: self.targets.len(),
             n_tokens: self.n_tokens,
+            row_ids: self
+                .row_lens
+                .iter()
+                .enumerate()
+                .map(|(r, &n)| self.ids[r * self.width..r * self.width + n].to_vec())
+                .collect(),
+            images: self.images.clone(),
         })
     }
 }
@@ -111,6 +132,7 @@ mod tests {
             name: "e".into(),
             prompt: p.to_vec(),
             target: t.to_vec(),
+            images: Vec::new(),
         }
     }
 
@@ -125,6 +147,8 @@ mod tests {
         assert_eq!(p.positions, vec![2, 3, 4]);
         assert_eq!(p.targets, vec![4, 5, 7]);
         assert_eq!(p.n_tokens, 5);
+        let b = p.to_batch(&Device::Cpu).unwrap();
+        assert_eq!(b.row_ids, vec![vec![1, 2, 3, 4], vec![6]]);
     }
 
     proptest! {

@@ -107,7 +107,7 @@ pub fn load_into_vars(
                 var.dims()
             )));
         }
-        var.set(t)?;
+        var.set(&t.to_device(var.device())?)?;
     }
     Ok(())
 }

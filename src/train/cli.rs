@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use super::bench::{run_bench, BenchArgs};
-use super::config::{TrainArgs, TrainConfig};
-use super::model::{resolve_base, SmolLm};
+use super::config::{device_for, TrainArgs, TrainConfig};
+use super::model::load_base;
 use super::run::{summary_table, train};
 use super::TrainError;
 use crate::case::Case;
@@ -75,10 +75,12 @@ pub fn load_rows(files: &[PathBuf]) -> Result<Vec<Case>, TrainError> {
 pub fn run(cli: Cli) -> Result<String, TrainError> {
     if let Some(Command::Bench(b)) = &cli.command {
         let r = run_bench(b)?;
-        return serde_json::to_string(&r).map_err(|e| TrainError::Io {
-            path: "stdout".into(),
-            source: std::io::Error::other(e),
-        });
+        return serde_json::to_string(&r)
+            .map(|line| line + "\n")
+            .map_err(|e| TrainError::Io {
+                path: "stdout".into(),
+                source: std::io::Error::other(e),
+            });
     }
     let cfg = TrainConfig::resolve(cli.config.as_deref(), &cli.args)?;
     let train_rows = load_rows(&cfg.train)?;
@@ -87,8 +89,9 @@ pub fn run(cli: Cli) -> Result<String, TrainError> {
     } else {
         load_rows(&cfg.val)?
     };
-    let mut model = SmolLm::load(&resolve_base(&cfg.base)?)?;
-    let report = train(&cfg, &mut model, &train_rows, &val_rows, !cli.quiet)?;
+    let device = device_for(cfg.device)?;
+    let mut model = load_base(&cfg.base, &device, cfg.dtype)?;
+    let report = train(&cfg, model.as_mut(), &train_rows, &val_rows, !cli.quiet)?;
     Ok(format!(
         "{}\nsteps {}/{}{}; adapter written to {}\n",
         summary_table(&report),

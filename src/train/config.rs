@@ -42,6 +42,50 @@ impl Metric {
     }
 }
 
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    /// CUDA device 0 (a build with the `cuda` feature).
+    Cuda,
+}
+
+/// The dtype of a Qwen3-VL base's frozen weights during training (LoRA pairs, norms and the
+/// residual stream stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightDtype {
+    F32,
+    Bf16,
+}
+
+impl WeightDtype {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            WeightDtype::F32 => candle_core::DType::F32,
+            WeightDtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+/// The device for `kind`: the CPU, CUDA device 0, or (none given) CUDA when the build has it and
+/// a GPU is present, else the CPU.
+pub fn device_for(kind: Option<DeviceKind>) -> Result<candle_core::Device, TrainError> {
+    match kind {
+        None => Ok(crate::model::spec::default_device()),
+        Some(DeviceKind::Cpu) => Ok(candle_core::Device::Cpu),
+        Some(DeviceKind::Cuda) => {
+            candle_core::Device::new_cuda(0).map_err(|e| TrainError::Config {
+                field: "device",
+                reason: format!(
+                    "no CUDA device ({e}); build with `--features cuda` on a machine with a GPU, or pass --device cpu"
+                ),
+            })
+        }
+    }
+}
+
 /// Every setting, all optional: one TOML table and one flag set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +170,13 @@ pub struct TrainArgs {
     /// Also write the merged f32 weights (merged/model.safetensors, HF names).
     #[arg(long)]
     pub save_merged: Option<bool>,
+    /// `cpu` or `cuda` (default: cuda when built with it and a GPU is present, else cpu).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
+    /// Frozen weight dtype of a Qwen3-VL base: `f32` or `bf16` (default: f32 on the CPU, bf16
+    /// on CUDA). GGUF bases always train in f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<WeightDtype>,
 }
 
 macro_rules! overlay {
@@ -172,6 +223,8 @@ impl TrainArgs {
             save_every,
             resume,
             save_merged,
+            device,
+            dtype,
         );
     }
 
@@ -245,6 +298,10 @@ pub struct TrainConfig {
     pub save_every: usize,
     pub resume: bool,
     pub save_merged: bool,
+    /// None: CUDA when available, else the CPU.
+    pub device: Option<DeviceKind>,
+    /// None: f32 on the CPU, bf16 on CUDA.
+    pub dtype: Option<WeightDtype>,
 }
 
 impl TrainConfig {
@@ -305,6 +362,8 @@ impl TrainConfig {
             save_every: a.save_every.unwrap_or(0),
             resume: a.resume.unwrap_or(true),
             save_merged: a.save_merged.unwrap_or(false),
+            device: a.device,
+            dtype: a.dtype,
         };
         cfg.validate()?;
         Ok(cfg)

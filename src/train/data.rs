@@ -2,18 +2,24 @@
 //! and the target (the reference answer plus the end-of-turn token), as token ids. Only target
 //! tokens carry loss.
 
+use std::sync::Arc;
+
 use crate::case::Case;
+use crate::image::Pixels;
 
 use super::TrainError;
 
 /// One tokenized training row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     /// The case's test name, for errors and logs.
     pub name: String,
     pub prompt: Vec<u32>,
     /// The answer tokens, ending with the end-of-turn token.
     pub target: Vec<u32>,
+    /// The preprocessed images of the prompt, in prompt order (vision-language bases only; the
+    /// prompt already holds their expanded placeholder tokens).
+    pub images: Vec<Arc<Pixels>>,
 }
 
 impl Example {
@@ -67,7 +73,8 @@ pub fn check_case(case: &Case) -> Result<(), TrainError> {
 }
 
 /// Fits an example into `max_len` tokens by dropping tokens from the start of the prompt (the
-/// answer and the question's end matter most); an answer that alone does not fit is an error.
+/// answer and the question's end matter most); an answer that alone does not fit is an error, and
+/// so is a prompt with images that does not fit.
 pub fn fit(mut ex: Example, max_len: usize, case: &Case) -> Result<Example, TrainError> {
     if ex.target.len() + 1 > max_len {
         return Err(data_error(
@@ -75,6 +82,16 @@ pub fn fit(mut ex: Example, max_len: usize, case: &Case) -> Result<Example, Trai
             format!(
                 "the answer is {} tokens, more than max_seq_len {max_len} allows",
                 ex.target.len()
+            ),
+        ));
+    }
+    if ex.len() > max_len && !ex.images.is_empty() {
+        // Cutting into an image's placeholder run would leave tokens without features.
+        return Err(data_error(
+            case,
+            format!(
+                "the prompt with its images is {} tokens, more than max_seq_len {max_len} allows (raise max_seq_len or use smaller images)",
+                ex.len()
             ),
         ));
     }
@@ -133,6 +150,7 @@ mod tests {
             name: "n".into(),
             prompt: vec![1, 2, 3, 4],
             target: vec![5, 6],
+            images: Vec::new(),
         };
         let f = fit(ex.clone(), 4, &c).unwrap();
         assert_eq!(f.prompt, vec![3, 4]);

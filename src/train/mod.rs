@@ -3,8 +3,9 @@
 //!
 //! The stages, in the order a run moves: `config` resolves defaults, a preset, `train.toml` and
 //! flags; `data` turns `Case`s into token ids with a loss mask on the assistant answer, and
-//! `batch` groups them by length; `llama` is the differentiable SmolLM2 forward (behind the
-//! `TrainableModel` trait in `model`, where Qwen3-VL plugs in later); `optim` and `schedule` are
+//! `batch` groups them by length; `llama` is the differentiable SmolLM2 forward and `qwen` the
+//! Qwen3-VL one (both behind the `TrainableModel` trait in `model`; `frozen` is their
+//! weight-gradient-free matmul); `optim` and `schedule` are
 //! AdamW with clipping and the learning-rate curve; `eval` generates on the validation rows and
 //! scores them; `checkpoint` saves and resumes; `run` drives the loop and writes
 //! `run_metadata.json`; `cli` holds the flags.
@@ -16,9 +17,11 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod frozen;
 pub mod llama;
 pub mod model;
 pub mod optim;
+pub mod qwen;
 pub mod run;
 pub mod schedule;
 

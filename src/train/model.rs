@@ -1,5 +1,5 @@
 //! The seam between the trainer and a network: `TrainableModel`. SmolLM2 (a Llama GGUF,
-//! dequantized) implements it here; Qwen3-VL plugs in by implementing the same few methods.
+//! dequantized) implements it here, Qwen3-VL in `train::qwen`; `load_base` picks one.
 //!
 //! `AdaptedGguf` is the inference side: a GGUF base plus an optional PEFT adapter, merged, behind
 //! vlmtest's `Model` trait, so `vlmtest` can test a trained adapter.
@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use tokenizers::Tokenizer;
 
 use super::batch::Batch;
+use super::config::WeightDtype;
 use super::data::{check_case, data_error, fit, target_text, Example};
 use super::llama::Llama;
+use super::qwen::QwenTrain;
 use super::TrainError;
 use crate::case::{Case, Message};
 use crate::lora::{AdapterConfig, LoraAdapter, LoraRng};
@@ -48,11 +50,52 @@ pub trait TrainableModel {
     fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError>;
     /// The merged weights under the base model's own names, for a merged checkpoint.
     fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError>;
+    /// Files copied beside the merged weights so the merged folder loads on its own (a
+    /// checkpoint folder's config, tokenizer and processor settings).
+    fn merged_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Greedy answering with fixed weights.
 pub trait Answerer {
     fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError>;
+}
+
+/// Loads the base a run names, routed as `vlmtest --model` routes it: a checkpoint folder whose
+/// `config.json` says `"model_type": "qwen3_vl"` is a Qwen3-VL model; `smollm2` or a `.gguf`
+/// file is a Llama GGUF (f32). `dtype` applies to Qwen3-VL (default f32 on the CPU, bf16 on CUDA).
+pub fn load_base(
+    base: &str,
+    device: &Device,
+    dtype: Option<WeightDtype>,
+) -> Result<Box<dyn TrainableModel>, TrainError> {
+    let path = PathBuf::from(base);
+    if path.is_dir() {
+        return match super::qwen::model_type(&path)?.as_deref() {
+            Some("qwen3_vl") => {
+                let dt = match dtype {
+                    Some(d) => d.dtype(),
+                    None if device.is_cpu() => DType::F32,
+                    None => DType::BF16,
+                };
+                Ok(Box::new(QwenTrain::load(&path, device, dt)?))
+            }
+            other => Err(TrainError::Base {
+                path: path.join("config.json"),
+                reason: format!(
+                    "model_type is {other:?}; checkpoint folders train only for \"qwen3_vl\""
+                ),
+            }),
+        };
+    }
+    if dtype.is_some_and(|d| d != WeightDtype::F32) {
+        return Err(TrainError::Config {
+            field: "dtype",
+            reason: "GGUF bases train in f32 only".into(),
+        });
+    }
+    Ok(Box::new(SmolLm::load_on(&resolve_base(base)?, device)?))
 }
 
 /// Resolves `smollm2` to the cached default model (fetching it on first use), else a path.
@@ -66,7 +109,9 @@ pub fn resolve_base(base: &str) -> Result<PathBuf, TrainError> {
         } else {
             Err(TrainError::Base {
                 path: p,
-                reason: "no such file (pass a .gguf file or `smollm2`)".into(),
+                reason:
+                    "no such file (pass a .gguf file, `smollm2` or a Qwen3-VL checkpoint folder)"
+                        .into(),
             })
         }
     }
@@ -100,7 +145,13 @@ pub struct SmolLm {
 }
 
 impl SmolLm {
+    /// Loads on the CPU.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
+        Self::load_on(path, &Device::Cpu)
+    }
+
+    /// Loads and dequantizes onto `device` (f32).
+    pub fn load_on(path: &Path, device: &Device) -> Result<Self, TrainError> {
         let (tokenizer, stop) = tokenizer_of(path)?;
         if stop.is_empty() {
             return Err(TrainError::Base {
@@ -108,7 +159,7 @@ impl SmolLm {
                 reason: "the GGUF names no end-of-turn token".into(),
             });
         }
-        let llama = Llama::from_gguf(path, &Device::Cpu)?;
+        let llama = Llama::from_gguf(path, device)?;
         let label = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -158,6 +209,7 @@ impl TrainableModel for SmolLm {
                 name: case.id.test_name(),
                 prompt,
                 target,
+                images: Vec::new(),
             },
             max_seq_len,
             case,

@@ -161,15 +161,16 @@ impl AdamW {
         };
         let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
             .map_err(|e| err(e.to_string()))?;
-        for n in self.vars.keys() {
+        for (n, var) in &self.vars {
             let m = t
                 .get(&format!("m.{n}"))
                 .ok_or_else(|| err(format!("no moment for `{n}`")))?;
             let v = t
                 .get(&format!("v.{n}"))
                 .ok_or_else(|| err(format!("no moment for `{n}`")))?;
-            self.m.insert(n.clone(), m.clone());
-            self.v.insert(n.clone(), v.clone());
+            // Moments live on the variables' device (a CUDA run resumes on the GPU).
+            self.m.insert(n.clone(), m.to_device(var.device())?);
+            self.v.insert(n.clone(), v.to_device(var.device())?);
         }
         self.step = step;
         Ok(())

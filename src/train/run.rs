@@ -367,7 +367,13 @@ pub fn train(
     final_adapter.config.base_model_name_or_path = Some(cfg.base.clone());
     final_adapter.save(&adapter_dir)?;
     if cfg.save_merged {
-        save_merged(&run_dir.join("merged"), &model.merged_state_dict()?)?;
+        let merged_dir = run_dir.join("merged");
+        save_merged(&merged_dir, &model.merged_state_dict()?)?;
+        for f in model.merged_files() {
+            if let Some(name) = f.file_name() {
+                std::fs::copy(&f, merged_dir.join(name)).map_err(TrainError::io(&f))?;
+            }
+        }
     }
     let final_step = state.best_step.unwrap_or(state.step);
     let reusable = epochs_evals

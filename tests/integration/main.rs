@@ -1,5 +1,6 @@
 //! Integration tests, one module per area.
 
+mod gguf_adapter;
 mod gguf_model;
 mod harness;
 mod judge_examples;
@@ -16,3 +17,4 @@ mod task_suites;
 mod train_lora;
 mod train_parity;
 mod train_peft;
+mod train_qwen;

@@ -106,6 +106,35 @@ pub fn load(
     ))
 }
 
+/// Checks an adapter already in memory against a model with `cfg` and moves it to the model's
+/// device and dtype, as `load` does for one read from a folder; `origin` names it in errors.
+pub fn prepare(
+    mut adapter: LoraAdapter,
+    cfg: &Config,
+    device: &Device,
+    dtype: DType,
+    merged: bool,
+    origin: &Path,
+) -> Result<AdapterSet, ModelError> {
+    adapter
+        .check_against(&linear_shapes(cfg))
+        .map_err(|e| ModelError::Corrupt {
+            path: origin.to_owned(),
+            reason: format!("adapter does not fit this base model: {e}"),
+        })?;
+    for w in adapter.modules.values_mut() {
+        w.a = w.a.to_device(device)?.to_dtype(dtype)?;
+        w.b = w.b.to_device(device)?.to_dtype(dtype)?;
+    }
+    for t in adapter.saved_params.values_mut() {
+        *t = t.to_device(device)?.to_dtype(dtype)?;
+    }
+    Ok(AdapterSet {
+        adapter: Some(adapter),
+        merged,
+    })
+}
+
 /// A weight source that serves `modules_to_save` replacements before the base checkpoint.
 pub struct Overlay {
     pub base: Box<dyn SimpleBackend>,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fixture;
 pub mod linear;
 pub mod prompt;
+pub mod template;
 pub mod text;
 pub mod vision;
 
@@ -21,11 +22,13 @@ use candle_nn::VarBuilder;
 
 use crate::case::Message;
 use crate::image::{self, Pixels, PreprocessorConfig};
+use crate::lora::LoraAdapter;
 use crate::model::checkpoint::{self, CheckpointFiles};
 use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
 
 pub use config::Config;
 use linear::AdapterSet;
+use template::ChatTemplate;
 use text::{Deepstack, TextModel};
 use vision::VisionModel;
 
@@ -91,7 +94,7 @@ impl Network {
     }
 
     /// Runs the vision tower over all images of the batch, in order.
-    fn encode_images(
+    pub fn encode_images(
         &self,
         images: &[&Pixels],
     ) -> candle_core::Result<Option<vision::VisionOutput>> {
@@ -295,7 +298,8 @@ impl Network {
         let h = self
             .text
             .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
-        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?;
+        // Contiguous: cuBLAS takes no row-strided left operand (the CPU backend does).
+        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
         let mut next = text::argmax_rows(&self.text.logits(&last)?)?;
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
@@ -343,6 +347,8 @@ pub struct Qwen3VlModel {
     net: Network,
     tokenizer: tokenizers::Tokenizer,
     processor: PreprocessorConfig,
+    /// The checkpoint's own chat template; `None` renders Qwen3-VL's format (`prompt::render`).
+    template: Option<ChatTemplate>,
     stop: Vec<u32>,
     pad: u32,
     fingerprint: String,
@@ -375,6 +381,42 @@ impl Qwen3VlModel {
     pub fn load_with_dtype(
         checkpoint: &Path,
         adapter: Option<&Path>,
+        device: &Device,
+        dtype: DType,
+        merge: bool,
+    ) -> Result<Self, ModelError> {
+        Self::load_from(
+            checkpoint,
+            adapter.map(AdapterSource::Dir),
+            device,
+            dtype,
+            merge,
+        )
+    }
+
+    /// Loads with an adapter held in memory (a trainer's current LoRA weights) instead of an
+    /// adapter folder; `name` stands in for the folder name in the label and fingerprint. The
+    /// adapter is checked and applied exactly as one read from disk.
+    pub fn load_with_lora(
+        checkpoint: &Path,
+        adapter: &LoraAdapter,
+        name: &str,
+        device: &Device,
+        dtype: DType,
+        merge: bool,
+    ) -> Result<Self, ModelError> {
+        Self::load_from(
+            checkpoint,
+            Some(AdapterSource::Memory(adapter, name)),
+            device,
+            dtype,
+            merge,
+        )
+    }
+
+    fn load_from(
+        checkpoint: &Path,
+        adapter: Option<AdapterSource<'_>>,
         device: &Device,
         dtype: DType,
         merge: bool,
@@ -425,12 +467,19 @@ impl Qwen3VlModel {
                 ),
             ));
         }
+        let template = ChatTemplate::from_dir(&files.dir).map_err(ModelError::Other)?;
         checkpoint::check_safetensors(&files.weights)?;
         let mut fingerprint = files.fingerprint()?;
-        let adapters = match adapter {
-            Some(dir) => {
+        let adapters = match &adapter {
+            Some(AdapterSource::Dir(dir)) => {
                 let (set, fp) = adapter::load(dir, &cfg, device, dtype, merge)?;
                 fingerprint = format!("{fingerprint}+{fp}");
+                set
+            }
+            Some(AdapterSource::Memory(lora, name)) => {
+                let set =
+                    adapter::prepare((*lora).clone(), &cfg, device, dtype, merge, checkpoint)?;
+                fingerprint = format!("{fingerprint}+memory:{name}");
                 set
             }
             None => AdapterSet::default(),
@@ -469,14 +518,20 @@ impl Qwen3VlModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let label = match adapter.and_then(|a| a.file_name()) {
-            Some(a) => format!("qwen3-vl-{name}+{}", a.to_string_lossy()),
+        let adapter_name = match &adapter {
+            Some(AdapterSource::Dir(dir)) => dir.file_name().map(|a| a.to_string_lossy()),
+            Some(AdapterSource::Memory(_, n)) => Some(std::borrow::Cow::Borrowed(*n)),
+            None => None,
+        };
+        let label = match adapter_name {
+            Some(a) => format!("qwen3-vl-{name}+{a}"),
             None => format!("qwen3-vl-{name}"),
         };
         Ok(Self {
             net,
             tokenizer,
             processor,
+            template,
             stop,
             pad,
             fingerprint: format!("qwen3_vl:{fingerprint}:{dtype:?}"),
@@ -502,7 +557,7 @@ impl Qwen3VlModel {
 
     /// Renders, tokenizes and preprocesses one conversation.
     pub fn prepare(&self, messages: &[Message]) -> Result<Prepared, ModelError> {
-        let (text, sources) = prompt::render(messages);
+        let (text, sources) = self.render(messages)?;
         let mut images = Vec::with_capacity(sources.len());
         for s in sources {
             let img = image::load(s).map_err(|e| ModelError::Other(e.to_string()))?;
@@ -512,6 +567,18 @@ impl Qwen3VlModel {
             );
         }
         self.prepare_pixels(&text, images)
+    }
+
+    /// The prompt text of a conversation (with the generation prompt) and its images in order:
+    /// the checkpoint's chat template when it has one, else Qwen3-VL's format.
+    pub fn render<'m>(
+        &self,
+        messages: &'m [Message],
+    ) -> Result<(String, Vec<&'m crate::case::ImageSource>), ModelError> {
+        match &self.template {
+            Some(t) => t.render(messages).map_err(ModelError::Other),
+            None => Ok(prompt::render(messages)),
+        }
     }
 
     /// Tokenizes a rendered prompt and expands its image placeholders for `images`.
@@ -535,6 +602,12 @@ impl Qwen3VlModel {
             .decode(ids, true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
+}
+
+/// Where an adapter comes from: a PEFT folder, or tensors in memory with a name.
+enum AdapterSource<'a> {
+    Dir(&'a Path),
+    Memory(&'a LoraAdapter, &'a str),
 }
 
 /// The stop ids in `generation_config.json` (`eos_token_id`, a number or a list).

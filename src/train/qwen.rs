@@ -1,0 +1,891 @@
+//! Qwen3-VL for LoRA training: a differentiable text forward over the checkpoint's own weights,
+//! with the frozen vision tower and DeepStack features of the inference model.
+//!
+//! The prompt is rendered, tokenized and expanded exactly as `model::qwen3_vl` does for inference
+//! (`prompt::render`, `expand_image_tokens`, the same image processor), and positions come from
+//! the same `rope_index`, so training and testing see the same tokens and positions. The text
+//! forward uses only ops with a backward pass: `rms_norm_slow`, `softmax` from primitives and a
+//! rotary embedding written with `narrow`/`cat` (candle's fused `rms_norm`, `softmax_last_dim` and
+//! `rope` have none). The vision tower runs without gradient; its features are cached per image
+//! (the tower is frozen, so they never change). Evaluation answers with the inference model
+//! itself (`Qwen3VlModel::load_with_lora`, the adapter merged), so the trainer's answers are the
+//! answers `vlmtest --model CKPT --adapter ADAPTER` gives.
+//!
+//! LoRA layers carry Hugging Face module names (`model.language_model.layers.N.self_attn.q_proj`),
+//! which with PEFT's `base_model.model.` prefix are the keys PEFT writes for
+//! `Qwen3VLForConditionalGeneration`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use tokenizers::Tokenizer;
+
+use super::batch::Batch;
+use super::data::{check_case, data_error, fit, target_text, Example};
+use super::frozen::frozen_matmul;
+use super::model::{Answerer, TrainableModel};
+use super::TrainError;
+use crate::case::{Case, Message};
+use crate::image::{self, Pixels, PreprocessorConfig};
+use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
+use crate::model::checkpoint::CheckpointFiles;
+use crate::model::qwen3_vl::config::TextConfig;
+use crate::model::qwen3_vl::linear::AdapterSet;
+use crate::model::qwen3_vl::text::MropeTable;
+use crate::model::qwen3_vl::vision::VisionModel;
+use crate::model::qwen3_vl::{prompt, Config, Qwen3VlModel};
+use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
+
+/// The seven linear layers of a decoder layer, by their HF suffix.
+pub const LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+const TEXT_PREFIX: &str = "model.language_model";
+
+struct Layer {
+    input_norm: Tensor,
+    post_norm: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    /// In `LINEARS` order.
+    linears: Vec<LoraLinear>,
+}
+
+/// One image's vision-tower output: its placeholder rows and one tensor per DeepStack layer.
+struct Features {
+    embeds: Tensor,
+    deepstack: Vec<Tensor>,
+}
+
+/// The flat `(b·t)` indices of a batch's image rows and the DeepStack features to add there.
+type Visual = (Tensor, Vec<Tensor>);
+
+/// A Qwen3-VL checkpoint folder set up for LoRA training.
+pub struct QwenTrain {
+    dir: PathBuf,
+    files: CheckpointFiles,
+    pub cfg: Config,
+    tokenizer: Tokenizer,
+    processor: PreprocessorConfig,
+    vision: VisionModel,
+    /// f32.
+    embed: Tensor,
+    layers: Vec<Layer>,
+    /// f32.
+    norm: Tensor,
+    /// `(vocab, hidden)` in the weight dtype (the embedding when tied).
+    head: Tensor,
+    rope: MropeTable,
+    device: Device,
+    /// The dtype of the frozen linear weights (f32, or bf16 on a GPU); norms, embeddings, the
+    /// residual stream and the LoRA pairs stay f32.
+    wdtype: DType,
+    end_of_turn: u32,
+    pad: u32,
+    label: String,
+    adapter_cfg: Option<AdapterConfig>,
+    dropout: f32,
+    /// Reuse vision features across steps (off in the benchmark, which times the tower too).
+    pub cache_vision: bool,
+    cache: RefCell<HashMap<u64, Arc<Features>>>,
+}
+
+fn base_err(path: &Path, reason: impl ToString) -> TrainError {
+    TrainError::Base {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The `model_type` of a checkpoint folder's `config.json` (`qwen3_vl` for Qwen3-VL).
+pub fn model_type(dir: &Path) -> Result<Option<String>, TrainError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(TrainError::io(&path))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| base_err(&path, format!("not JSON: {e}")))?;
+    Ok(v.get("model_type")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned))
+}
+
+fn content_key(p: &Pixels) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.grid_thw.hash(&mut h);
+    p.cols.hash(&mut h);
+    for x in &p.data {
+        x.to_bits().hash(&mut h);
+    }
+    h.finish()
+}
+
+impl QwenTrain {
+    /// Loads a checkpoint folder onto `device`; `wdtype` is the dtype of the frozen linear
+    /// weights (f32 on the CPU).
+    pub fn load(dir: &Path, device: &Device, wdtype: DType) -> Result<Self, TrainError> {
+        let files = CheckpointFiles::locate(dir)?;
+        let cfg =
+            Config::from_json(&files.read_config()?).map_err(|e| base_err(&files.config, e))?;
+        let processor = match &files.preprocessor {
+            Some(p) => PreprocessorConfig::from_file(p).map_err(|e| base_err(p, e))?,
+            None => {
+                return Err(base_err(
+                    &files.dir.join("preprocessor_config.json"),
+                    "missing (Qwen3-VL needs the image processor settings)",
+                ))
+            }
+        };
+        let tokenizer =
+            Tokenizer::from_file(&files.tokenizer).map_err(|e| base_err(&files.tokenizer, e))?;
+        let id = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| base_err(&files.tokenizer, format!("has no `{t}` token")))
+        };
+        let end_of_turn = id(prompt::IM_END)?;
+        let pad = id("<|endoftext|>").unwrap_or(end_of_turn);
+        crate::model::checkpoint::check_safetensors(&files.weights)?;
+        // SAFETY: the weight files are mapped read-only while the tensors are copied out.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, wdtype, device) }
+            .map_err(|e| base_err(&files.weights[0], e))?;
+        let wrap = |e: candle_core::Error| {
+            base_err(&files.dir, format!("weights do not match config.json: {e}"))
+        };
+        let vision = VisionModel::new(&cfg.vision, vb.pp("model.visual"), &AdapterSet::default())
+            .map_err(wrap)?;
+        let t = &cfg.text;
+        let tv = vb.pp(TEXT_PREFIX);
+        let f32v = tv.clone().set_dtype(DType::F32);
+        let (h, hd, inter) = (t.hidden_size, t.head_dim, t.intermediate_size);
+        let embed = f32v
+            .get((t.vocab_size, h), "embed_tokens.weight")
+            .map_err(wrap)?;
+        let mut layers = Vec::with_capacity(t.num_hidden_layers);
+        for i in 0..t.num_hidden_layers {
+            let lv = tv.pp(format!("layers.{i}"));
+            let lf = f32v.pp(format!("layers.{i}"));
+            let shapes = [
+                (t.num_attention_heads * hd, h),
+                (t.num_key_value_heads * hd, h),
+                (t.num_key_value_heads * hd, h),
+                (h, t.num_attention_heads * hd),
+                (inter, h),
+                (inter, h),
+                (h, inter),
+            ];
+            let mut linears = Vec::with_capacity(LINEARS.len());
+            for (name, shape) in LINEARS.iter().zip(shapes) {
+                let w = lv.get(shape, &format!("{name}.weight")).map_err(wrap)?;
+                let bias = if t.attention_bias && name.starts_with("self_attn") {
+                    Some(
+                        lf.get(shape.0, &format!("{name}.bias"))
+                            .map_err(wrap)?
+                            .to_dtype(wdtype)?,
+                    )
+                } else {
+                    None
+                };
+                linears.push(LoraLinear::frozen(Linear::new(w, bias)));
+            }
+            layers.push(Layer {
+                input_norm: lf.get(h, "input_layernorm.weight").map_err(wrap)?,
+                post_norm: lf.get(h, "post_attention_layernorm.weight").map_err(wrap)?,
+                q_norm: lf.get(hd, "self_attn.q_norm.weight").map_err(wrap)?,
+                k_norm: lf.get(hd, "self_attn.k_norm.weight").map_err(wrap)?,
+                linears,
+            });
+        }
+        let norm = f32v.get(h, "norm.weight").map_err(wrap)?;
+        let head = if vb.contains_tensor("lm_head.weight") {
+            vb.get((t.vocab_size, h), "lm_head.weight").map_err(wrap)?
+        } else if cfg.tie_word_embeddings {
+            embed.to_dtype(wdtype)?
+        } else {
+            return Err(base_err(
+                &files.dir,
+                "lm_head.weight is missing and tie_word_embeddings is false",
+            ));
+        };
+        let label = format!(
+            "qwen3-vl-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        Ok(Self {
+            dir: dir.to_owned(),
+            files,
+            rope: MropeTable::new(t),
+            cfg,
+            tokenizer,
+            processor,
+            vision,
+            embed,
+            layers,
+            norm,
+            head,
+            device: device.clone(),
+            wdtype,
+            end_of_turn,
+            pad,
+            label,
+            adapter_cfg: None,
+            dropout: 0.0,
+            cache_vision: true,
+            cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn text_cfg(&self) -> &TextConfig {
+        &self.cfg.text
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn processor(&self) -> &PreprocessorConfig {
+        &self.processor
+    }
+
+    fn for_each_linear(
+        &mut self,
+        mut f: impl FnMut(&str, &mut LoraLinear) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, l) in LINEARS.iter().zip(layer.linears.iter_mut()) {
+                f(&format!("{TEXT_PREFIX}.layers.{i}.{name}"), l)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current LoRA pairs as an adapter (the configuration given to `attach_trainable`).
+    pub fn current_adapter(&self) -> Result<LoraAdapter, TrainError> {
+        let config = self.adapter_cfg.clone().ok_or(TrainError::Config {
+            field: "target_modules",
+            reason: "no LoRA layers are attached".into(),
+        })?;
+        let mut modules = BTreeMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, l) in LINEARS.iter().zip(&layer.linears) {
+                if let Some((a, b)) = l.lora_tensors() {
+                    modules.insert(
+                        format!("{TEXT_PREFIX}.layers.{i}.{name}"),
+                        LoraWeights {
+                            a: a.detach().copy()?,
+                            b: b.detach().copy()?,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(LoraAdapter {
+            config,
+            modules,
+            saved_params: BTreeMap::new(),
+        })
+    }
+
+    /// A linear layer of the training forward: the frozen base (no weight gradient) in the
+    /// weight dtype, plus the f32 LoRA branch with dropout.
+    fn linear(&self, l: &LoraLinear, x: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        let base = l.base();
+        let mut y = frozen_matmul(&x.to_dtype(self.wdtype)?, base.weight())?;
+        if let Some(b) = base.bias() {
+            y = y.broadcast_add(b)?;
+        }
+        let y = y.to_dtype(DType::F32)?;
+        let Some((a, b)) = l.lora_tensors() else {
+            return Ok(y);
+        };
+        let xd = if self.dropout > 0.0 {
+            let mask = Tensor::from_vec(
+                rng.dropout_mask(x.elem_count(), self.dropout),
+                x.shape(),
+                x.device(),
+            )?;
+            (x * mask)?
+        } else {
+            x.clone()
+        };
+        let branch = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        Ok((y + (branch * l.scale().unwrap_or(1.0))?)?)
+    }
+
+    /// Vision features of one image, from the cache or the (frozen) tower.
+    fn features(&self, p: &Pixels) -> Result<Arc<Features>, TrainError> {
+        let key = content_key(p);
+        if self.cache_vision {
+            if let Some(f) = self.cache.borrow().get(&key) {
+                return Ok(f.clone());
+            }
+        }
+        let pixels = Tensor::from_vec(p.data.clone(), (p.rows, p.cols), &self.device)?;
+        let out = self.vision.forward(&pixels, &[p.grid_thw])?;
+        let f = Arc::new(Features {
+            embeds: out.embeds.to_dtype(DType::F32)?.detach(),
+            deepstack: out
+                .deepstack
+                .iter()
+                .map(|t| Ok(t.to_dtype(DType::F32)?.detach()))
+                .collect::<Result<_, candle_core::Error>>()?,
+        });
+        if self.cache_vision {
+            self.cache.borrow_mut().insert(key, f.clone());
+        }
+        Ok(f)
+    }
+
+    /// Input embeddings `(b, t, hidden)` with image rows in place of the placeholders, the flat
+    /// indices of those rows, and the DeepStack features to add there.
+    fn inputs(&self, batch: &Batch) -> Result<(Tensor, Option<Visual>), TrainError> {
+        let (b, t) = batch.ids.dims2()?;
+        let h = self.text_cfg().hidden_size;
+        let text = self.embed.index_select(&batch.ids.flatten_all()?, 0)?;
+        let images: Vec<&Arc<Pixels>> = batch.images.iter().flatten().collect();
+        if images.is_empty() {
+            return Ok((text.reshape((b, t, h))?, None));
+        }
+        let feats = images
+            .iter()
+            .map(|p| self.features(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vis = Tensor::cat(&feats.iter().map(|f| &f.embeds).collect::<Vec<_>>(), 0)?;
+        let n_ds = feats.iter().map(|f| f.deepstack.len()).min().unwrap_or(0);
+        let deepstack = (0..n_ds)
+            .map(|k| {
+                Tensor::cat(
+                    &feats.iter().map(|f| &f.deepstack[k]).collect::<Vec<_>>(),
+                    0,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let n_img = vis.dim(0)?;
+        let image_token = self.cfg.image_token_id;
+        let mut gather = Vec::with_capacity(b * t);
+        let mut positions = Vec::with_capacity(n_img);
+        for (r, row) in batch.row_ids.iter().enumerate() {
+            for j in 0..t {
+                let flat = (r * t + j) as u32;
+                if row.get(j) == Some(&image_token) {
+                    gather.push(positions.len() as u32);
+                    positions.push(flat);
+                } else {
+                    gather.push(n_img as u32 + flat);
+                }
+            }
+        }
+        if positions.len() != n_img {
+            return Err(TrainError::Model(ModelError::Other(format!(
+                "image features and image tokens do not match: {} tokens, {n_img} features",
+                positions.len()
+            ))));
+        }
+        let all = Tensor::cat(&[&vis, &text], 0)?;
+        let gather = Tensor::from_vec(gather, b * t, &self.device)?;
+        let embeds = all.index_select(&gather, 0)?.reshape((b, t, h))?;
+        let idx = Tensor::from_vec(positions, n_img, &self.device)?;
+        Ok((embeds, Some((idx, deepstack))))
+    }
+
+    /// Multimodal rotary `(cos, sin)`, each `(b, 1, t, head_dim / 2)`, for the batch's rows;
+    /// padding positions continue after each row's last.
+    fn rotary(&self, batch: &Batch, t: usize) -> Result<(Tensor, Tensor), TrainError> {
+        let mut pos: [Vec<Vec<i64>>; 3] = Default::default();
+        for (row, imgs) in batch.row_ids.iter().zip(&batch.images) {
+            let grids: Vec<[usize; 3]> = imgs.iter().map(|p| p.grid_thw).collect();
+            let (rp, _) = prompt::rope_index(
+                row,
+                &grids,
+                self.cfg.vision.spatial_merge_size,
+                self.cfg.image_token_id,
+            )
+            .map_err(|e| TrainError::Model(ModelError::Other(e)))?;
+            let next = rp[0]
+                .iter()
+                .chain(&rp[1])
+                .chain(&rp[2])
+                .max()
+                .map_or(0, |m| m + 1);
+            for (axis, r) in rp.into_iter().enumerate() {
+                let mut full = r;
+                let have = full.len();
+                full.extend((0..t - have).map(|k| next + k as i64));
+                pos[axis].push(full);
+            }
+        }
+        let (cos, sin) = self.rope.cos_sin(&pos, &self.device)?;
+        Ok((cos.unsqueeze(1)?, sin.unsqueeze(1)?))
+    }
+
+    /// The differentiable forward: final-normed hidden states `(b, t, hidden)` f32.
+    pub fn forward_train(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        let (b, t) = batch.ids.dims2()?;
+        let c = self.text_cfg();
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
+        let eps = c.rms_norm_eps as f32;
+        let (mut x, visual) = self.inputs(batch)?;
+        let (cos, sin) = self.rotary(batch, t)?;
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let l = &layer.linears;
+            let hn = candle_nn::ops::rms_norm_slow(&x, &layer.input_norm, eps)?;
+            let q = self.linear(&l[0], &hn, rng)?.reshape((b, t, nh, hd))?;
+            let k = self.linear(&l[1], &hn, rng)?.reshape((b, t, nkv, hd))?;
+            let v = self.linear(&l[2], &hn, rng)?.reshape((b, t, nkv, hd))?;
+            let q = candle_nn::ops::rms_norm_slow(&q, &layer.q_norm, eps)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = candle_nn::ops::rms_norm_slow(&k, &layer.k_norm, eps)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = v.transpose(1, 2)?.contiguous()?;
+            let q = rotate(&q, &cos, &sin)?;
+            let k = repeat_kv(rotate(&k, &cos, &sin)?, nh / nkv)?;
+            let v = repeat_kv(v, nh / nkv)?;
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + self.linear(&l[3], &y, rng)?)?;
+            let hn = candle_nn::ops::rms_norm_slow(&x, &layer.post_norm, eps)?;
+            let g = self.linear(&l[4], &hn, rng)?.silu()?;
+            let u = self.linear(&l[5], &hn, rng)?;
+            x = (x + self.linear(&l[6], &(g * u)?, rng)?)?;
+            if let Some((idx, ds)) = &visual {
+                if let Some(feat) = ds.get(i) {
+                    x = x
+                        .reshape((b * t, h))?
+                        .index_add(idx, feat, 0)?
+                        .reshape((b, t, h))?;
+                }
+            }
+        }
+        Ok(candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)?)
+    }
+
+    /// Logits `(b, t, vocab)` f32 of every position through the training forward.
+    pub fn logits(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        let hidden = self.forward_train(batch, rng)?;
+        let y = frozen_matmul(&hidden.to_dtype(self.wdtype)?, &self.head)?;
+        Ok(y.to_dtype(DType::F32)?)
+    }
+
+    /// The inference dtype `Qwen3VlModel::load` picks for this device.
+    fn inference_dtype(&self) -> DType {
+        if self.device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        }
+    }
+
+    /// The inference model with the current LoRA weights merged, as `vlmtest` loads a checkpoint
+    /// with an adapter folder.
+    pub fn inference_model(&self) -> Result<Qwen3VlModel, TrainError> {
+        let dtype = self.inference_dtype();
+        Ok(match &self.adapter_cfg {
+            Some(_) => Qwen3VlModel::load_with_lora(
+                &self.dir,
+                &self.current_adapter()?,
+                "training",
+                &self.device,
+                dtype,
+                true,
+            )?,
+            None => Qwen3VlModel::load_with_dtype(&self.dir, None, &self.device, dtype, true)?,
+        })
+    }
+}
+
+/// Rotary embedding from plain ops (candle's fused `rope` has no backward): the halves of each
+/// head rotated by `(cos, sin)` of shape `(b, 1, t, head_dim / 2)`.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let r1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let r2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    Tensor::cat(&[r1, r2], D::Minus1)
+}
+
+/// Repeats each KV head `rep` times, as transformers' `repeat_kv`.
+fn repeat_kv(x: Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x);
+    }
+    let (b, n, t, d) = x.dims4()?;
+    Tensor::cat(&vec![&x; rep], 2)?.reshape((b, n * rep, t, d))
+}
+
+fn encode_text(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, TrainError> {
+    let enc = tok
+        .encode(text, false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+impl TrainableModel for QwenTrain {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
+        check_case(case)?;
+        let (text, sources) = prompt::render(&case.messages);
+        let mut images = Vec::with_capacity(sources.len());
+        for s in sources {
+            let img = image::load(s).map_err(|e| data_error(case, format!("image: {e}")))?;
+            let px = image::preprocess(&img, &self.processor)
+                .map_err(|e| data_error(case, format!("image: {e}")))?;
+            images.push(Arc::new(px));
+        }
+        let counts: Vec<usize> = images
+            .iter()
+            .map(|p| p.tokens(self.processor.merge_size))
+            .collect();
+        let prompt_ids = prompt::expand_image_tokens(
+            &encode_text(&self.tokenizer, &text)?,
+            self.cfg.image_token_id,
+            &counts,
+        )
+        .map_err(|e| data_error(case, e))?;
+        let mut target = encode_text(&self.tokenizer, target_text(case)?)?;
+        target.push(self.end_of_turn);
+        fit(
+            Example {
+                name: case.id.test_name(),
+                prompt: prompt_ids,
+                target,
+                images,
+            },
+            max_seq_len,
+            case,
+        )
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.pad
+    }
+
+    fn linear_shapes(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out = BTreeMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, l) in LINEARS.iter().zip(&layer.linears) {
+                if let Ok(s) = l.base().weight().dims2() {
+                    out.insert(format!("{TEXT_PREFIX}.layers.{i}.{name}"), s);
+                }
+            }
+        }
+        out
+    }
+
+    fn attach_trainable(
+        &mut self,
+        cfg: &AdapterConfig,
+        varmap: &VarMap,
+        rng: &mut LoraRng,
+    ) -> Result<Vec<String>, TrainError> {
+        if cfg.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(TrainError::Config {
+                field: "modules_to_save",
+                reason: "training full modules is not supported for Qwen3-VL; use LoRA targets"
+                    .into(),
+            });
+        }
+        let shapes = self.linear_shapes();
+        // Only the language model is adapted; the vision tower stays frozen.
+        let picked = cfg.select_modules(shapes.keys().map(String::as_str), None)?;
+        self.dropout = cfg.lora_dropout as f32;
+        self.for_each_linear(|name, l| {
+            if picked.iter().any(|p| p == name) {
+                let rank = cfg.rank_for(name);
+                let scale = cfg.scale_for(name, rank);
+                *l = LoraLinear::trainable(l.base().clone(), name, rank, scale, 0.0, varmap, rng)?;
+            }
+            Ok(())
+        })?;
+        self.adapter_cfg = Some(cfg.clone());
+        Ok(picked)
+    }
+
+    fn loss_sum(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+        let hidden = self.forward_train(batch, rng)?;
+        let (b, t, h) = hidden.dims3()?;
+        let picked = hidden
+            .reshape((b * t, h))?
+            .index_select(&batch.positions, 0)?;
+        // Only answer positions go through the output head.
+        let logits =
+            frozen_matmul(&picked.to_dtype(self.wdtype)?, &self.head)?.to_dtype(DType::F32)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let nll = logp.gather(&batch.targets.unsqueeze(1)?, 1)?.neg()?;
+        Ok(nll.sum_all()?)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError> {
+        Ok(Box::new(QwenAnswerer(RefCell::new(
+            self.inference_model()?,
+        ))))
+    }
+
+    fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
+        // SAFETY: read-only mapping while the tensors are copied out.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&self.files.weights) }
+            .map_err(|e| base_err(&self.files.weights[0], e))?;
+        let mut merged = BTreeMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, l) in LINEARS.iter().zip(&layer.linears) {
+                if let Some((a, b)) = l.lora_tensors() {
+                    let w = l.base().weight().to_dtype(DType::F32)?;
+                    let delta = (b.matmul(a)? * l.scale().unwrap_or(1.0))?;
+                    merged.insert(
+                        format!("{TEXT_PREFIX}.layers.{i}.{name}.weight"),
+                        (w + delta)?.detach(),
+                    );
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, _) in st.tensors() {
+            let t = st.load(&name, &Device::Cpu)?;
+            let t = match merged.remove(&name) {
+                Some(m) => m.to_dtype(t.dtype())?.to_device(&Device::Cpu)?,
+                None => t,
+            };
+            out.insert(name, t);
+        }
+        Ok(out)
+    }
+
+    fn merged_files(&self) -> Vec<PathBuf> {
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "preprocessor_config.json",
+            "generation_config.json",
+            "chat_template.json",
+        ]
+        .iter()
+        .map(|f| self.files.dir.join(f))
+        .filter(|p| p.is_file())
+        .collect()
+    }
+}
+
+/// Greedy answers from the inference model (single requests, as the trainer evaluates).
+struct QwenAnswerer(RefCell<Qwen3VlModel>);
+
+impl Answerer for QwenAnswerer {
+    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError> {
+        let req = Request {
+            name: "eval".into(),
+            messages,
+        };
+        let mut out = self
+            .0
+            .borrow_mut()
+            .generate(&[req], &GenerationOptions { max_new_tokens });
+        match out.pop() {
+            Some(r) => Ok(r?),
+            None => Err(TrainError::Model(ModelError::Other(
+                "the model returned no answer".into(),
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap as Map;
+
+    use super::*;
+    use crate::case::{CaseId, ImageSource, Origin, Part, Role};
+    use crate::lora::TargetModules;
+    use crate::model::qwen3_vl::fixture::{self, Spec};
+    use crate::train::batch::plan;
+
+    fn checkpoint(dir: &Path) -> PathBuf {
+        let ckpt = dir.join("tiny");
+        fixture::write_checkpoint(&ckpt, &Spec::tiny(), 7, DType::F32).unwrap();
+        ckpt
+    }
+
+    fn image_case(dir: &Path, w: u32, h: u32, question: &str, answer: &str) -> Case {
+        let path = dir.join(format!("img_{w}x{h}.png"));
+        fixture::write_image(&path, w, h, u64::from(w * 1000 + h)).unwrap();
+        Case {
+            id: CaseId::new("s", "c", &format!("{w}x{h}")),
+            tags: vec![],
+            messages: vec![Message {
+                role: Role::User,
+                parts: vec![
+                    Part::Image {
+                        image: ImageSource::Path(path),
+                    },
+                    Part::Text {
+                        text: question.into(),
+                    },
+                ],
+            }],
+            reference: Some(answer.into()),
+            context: None,
+            expect: vec![],
+            metadata: Map::new(),
+            ignored: false,
+            origin: Origin {
+                file: PathBuf::from("rows.jsonl"),
+                line: Some(1),
+            },
+        }
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn training_forward_equals_the_inference_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(dir.path());
+        let m = QwenTrain::load(&ckpt, &Device::Cpu, DType::F32).unwrap();
+        let case = image_case(dir.path(), 64, 96, "What colour?", "red");
+        let ex = m.encode(&case, 512).unwrap();
+        // The inference model's own preparation gives the same prompt ids and pixels.
+        let mut inf = Qwen3VlModel::load(&ckpt, None, &Device::Cpu).unwrap();
+        let p = inf.prepare(&case.messages).unwrap();
+        assert_eq!(ex.prompt, p.ids);
+        assert_eq!(*ex.images[0], p.images[0]);
+        // Feed exactly the prompt: the target's last token is never an input.
+        let only_prompt = Example {
+            target: vec![m.end_of_turn],
+            ..ex
+        };
+        let batch = plan(&[&only_prompt], m.pad_id())
+            .to_batch(&Device::Cpu)
+            .unwrap();
+        let ours = m
+            .logits(&batch, &mut LoraRng::new(0))
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let theirs = inf.network().prompt_logits(&p).unwrap();
+        let d = max_abs_diff(&ours, &theirs);
+        assert!(d < 1e-4, "max abs difference {d}");
+    }
+
+    #[test]
+    fn every_lora_tensor_gets_a_nonzero_gradient() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
+        let varmap = VarMap::new();
+        let mut rng = LoraRng::new(2);
+        let targets = TargetModules::List(
+            LINEARS
+                .iter()
+                .map(|l| l.rsplit('.').next().unwrap().to_owned())
+                .collect(),
+        );
+        let cfg = AdapterConfig::new(2, 4.0, 0.1, targets);
+        let picked = m.attach_trainable(&cfg, &varmap, &mut rng).unwrap();
+        assert_eq!(picked.len(), 2 * 7);
+        // B starts at zero, which zeroes A's gradient; give B a value so both must be reached.
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if name.ends_with("lora_B.weight") {
+                let (o, r) = var.as_tensor().dims2().unwrap();
+                var.set(&Tensor::from_vec(rng.uniform(o * r, 0.1), (o, r), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
+        let a = m
+            .encode(&image_case(dir.path(), 64, 96, "What is it?", "a cat"), 512)
+            .unwrap();
+        let b = m
+            .encode(&image_case(dir.path(), 33, 33, "Colour?", "blue"), 512)
+            .unwrap();
+        let batch = plan(&[&a, &b], m.pad_id()).to_batch(&Device::Cpu).unwrap();
+        let loss = m.loss_sum(&batch, &mut rng).unwrap();
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data.len(), 2 * 7 * 2);
+        for (name, var) in data.iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name} got no gradient"));
+            let n = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n > 0.0, "{name} got a zero gradient");
+        }
+    }
+
+    #[test]
+    fn unknown_targets_and_vision_targets_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
+        for bad in ["qkv_proj", "qkv"] {
+            let cfg = AdapterConfig::new(
+                2,
+                4.0,
+                0.0,
+                TargetModules::List(vec!["q_proj".into(), bad.into()]),
+            );
+            let err = m
+                .attach_trainable(&cfg, &VarMap::new(), &mut LoraRng::new(1))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(bad) && err.contains("q_proj, up_proj, v_proj"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_prompt_with_images_too_long_for_max_seq_len_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
+        let err = m
+            .encode(&image_case(dir.path(), 64, 96, "What is it?", "a cat"), 12)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rows.jsonl:1") && err.contains("max_seq_len 12"),
+            "{err}"
+        );
+    }
+}

@@ -83,6 +83,9 @@ pub enum Command {
     Import(crate::task::import::ImportArgs),
     /// Serve a local model over the OpenAI chat-completions protocol.
     Serve(crate::serve::ServeArgs),
+    /// Ask the configured judge for a rubric's evaluation steps (from its `criteria`) and freeze
+    /// them into the rubric file, as GEval does.
+    JudgeSteps(crate::judge::steps::StepsArgs),
     /// Fetch the default local model into the cache (done on first use otherwise); print its path.
     FetchModel,
     /// Render saved reports (default: every target/vlmtest/report-*.json).
@@ -126,6 +129,23 @@ pub fn main() -> ExitCode {
         },
         Command::Serve(args) => match crate::serve::run_serve(&args) {
             Ok(()) => exit::PASSED,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::ERROR
+            }
+        },
+        Command::JudgeSteps(args) => match crate::judge::steps::run(&root, &args) {
+            Ok(steps) => {
+                println!(
+                    "wrote {} evaluation steps to {}:",
+                    steps.len(),
+                    args.rubric.display()
+                );
+                for (i, s) in steps.iter().enumerate() {
+                    println!("  {}. {s}", i + 1);
+                }
+                exit::PASSED
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 exit::ERROR

@@ -38,6 +38,8 @@ pub struct Evaluation {
     pub model_labels: BTreeMap<String, String>,
     pub verdicts: HashMap<String, Verdict>,
     pub stats: GenerationStats,
+    /// The LLM judge's counters, by suite (only suites with judge expectations).
+    pub judge: BTreeMap<String, crate::judge::JudgeStats>,
 }
 
 impl Session {
@@ -84,6 +86,7 @@ impl Session {
             model_labels: BTreeMap::new(),
             verdicts: HashMap::new(),
             stats: GenerationStats::default(),
+            judge: BTreeMap::new(),
         };
         for (spec, group) in by_spec {
             let (answers, stats, label) = self.answer(spec, &group, progress);
@@ -91,19 +94,40 @@ impl Session {
                 eval.model_labels.insert(c.id.suite.clone(), label.clone());
             }
             eval.stats.absorb(&stats);
-            let judge = |requests: &[pipeline::JudgeRequest<'_>]| self.judge(requests);
+            let judge_stats = std::cell::RefCell::new(BTreeMap::new());
+            let judge = |requests: &[pipeline::JudgeRequest<'_>]| {
+                let (scores, stats) = self.judge(requests);
+                *judge_stats.borrow_mut() = stats;
+                scores
+            };
             let verdicts = pipeline::score_all(&group, &answers, &task::score, Some(&judge));
+            for (suite, stats) in judge_stats.into_inner() {
+                eval.judge.entry(suite).or_default().add(&stats);
+            }
             eval.verdicts
                 .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));
         }
         eval
     }
 
-    /// Runs the judge stage over every judge request of a pass; a missing or broken judge
-    /// configuration makes each request a judge error, never a pass.
-    fn judge(&self, requests: &[pipeline::JudgeRequest<'_>]) -> Vec<Score> {
-        let fail = |msg: String| -> Vec<Score> {
-            requests
+    /// Runs the judge stage over every judge request of a pass, suite by suite so each suite's
+    /// counters are its own; a missing or broken judge configuration makes each request a judge
+    /// error, never a pass. Returns the scores in request order and the counters by suite.
+    fn judge(
+        &self,
+        requests: &[pipeline::JudgeRequest<'_>],
+    ) -> (Vec<Score>, BTreeMap<String, crate::judge::JudgeStats>) {
+        // Ignored cases (run with `--ignored`) are judged apart and left out of the counters,
+        // as they are left out of the suite's report.
+        let mut by_suite: BTreeMap<(&str, bool), Vec<usize>> = BTreeMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            by_suite
+                .entry((r.case.id.suite.as_str(), r.case.ignored))
+                .or_default()
+                .push(i);
+        }
+        let fail = |msg: String, model: &str| {
+            let scores = requests
                 .iter()
                 .map(|r| {
                     Score::scorer_error(
@@ -112,38 +136,72 @@ impl Session {
                         msg.clone(),
                     )
                 })
-                .collect()
+                .collect();
+            let stats = by_suite
+                .iter()
+                .filter(|((_, ignored), _)| !ignored)
+                .map(|((suite, _), idx)| {
+                    let n = idx.len() as u64;
+                    (
+                        suite.to_string(),
+                        crate::judge::JudgeStats::all_errors(model, n),
+                    )
+                })
+                .collect();
+            (scores, stats)
         };
         let settings = match crate::judge::JudgeSettings::resolve(self.config.judge.as_ref()) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return fail(
                     "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
+                    "",
                 )
             }
-            Err(e) => return fail(e),
+            Err(e) => return fail(e, ""),
         };
+        let model = settings.model.clone();
         let judges = self.root.join("judges");
         let cache_dir = report::output_dir(&self.root).join("judge");
         match crate::judge::JudgeRunner::new(settings, &judges, &cache_dir) {
             Ok(runner) => {
-                let items: Vec<crate::judge::JudgeItem<'_>> = requests
-                    .iter()
-                    .map(|r| crate::judge::JudgeItem {
-                        case: r.case,
-                        answer: r.answer,
-                        rubric: r.rubric,
-                        threshold: r.threshold,
+                let mut scores: Vec<Option<Score>> = vec![None; requests.len()];
+                let mut stats = BTreeMap::new();
+                for ((suite, ignored), idx) in &by_suite {
+                    let items: Vec<crate::judge::JudgeItem<'_>> = idx
+                        .iter()
+                        .map(|&i| crate::judge::JudgeItem {
+                            case: requests[i].case,
+                            answer: requests[i].answer,
+                            rubric: requests[i].rubric,
+                            threshold: requests[i].threshold,
+                        })
+                        .collect();
+                    let before = runner.stats();
+                    for (&i, s) in idx.iter().zip(runner.score(&items)) {
+                        scores[i] = Some(s);
+                    }
+                    if !ignored {
+                        stats.insert(suite.to_string(), runner.stats().since(&before));
+                    }
+                }
+                // `score` answers every item; a gap would be a bug, reported as a judge error.
+                let scores = scores
+                    .into_iter()
+                    .zip(requests)
+                    .map(|(s, r)| {
+                        s.unwrap_or_else(|| {
+                            Score::scorer_error(
+                                format!("judge.{}", r.rubric),
+                                r.threshold.unwrap_or(0.0),
+                                "the judge returned no score".into(),
+                            )
+                        })
                     })
                     .collect();
-                let scores = runner.score(&items);
-                eprintln!(
-                    "judge: {}",
-                    serde_json::to_string(&runner.stats()).unwrap_or_default()
-                );
-                scores
+                (scores, stats)
             }
-            Err(e) => fail(format!("judge not started: {e}")),
+            Err(e) => fail(format!("judge not started: {e}"), &model),
         }
     }
 
@@ -206,7 +264,9 @@ impl Session {
             .get(&suite.name)
             .cloned()
             .unwrap_or_else(|| "unresolved".into());
-        report::build(&suite.name, &label, &cfg, &cases, &verdicts, tasks)
+        let mut r = report::build(&suite.name, &label, &cfg, &cases, &verdicts, tasks);
+        r.judge = eval.judge.get(&suite.name).cloned();
+        r
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -35,7 +35,8 @@ pub struct JudgeItem<'a> {
 }
 
 /// Run counters for the report. Holds no secret: the key's variable name is not even here.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JudgeStats {
     pub judge_model: String,
     /// Judge expectations handed to `score`.
@@ -55,6 +56,56 @@ pub struct JudgeStats {
     pub completion_tokens: u64,
     /// From `price_*_per_mtok`; 0 when no price is set.
     pub cost_usd: f64,
+}
+
+impl JudgeStats {
+    /// Every one of `items` a judge error without a call (no judge configured, or it failed to
+    /// start).
+    pub fn all_errors(judge_model: &str, items: u64) -> Self {
+        Self {
+            judge_model: judge_model.to_owned(),
+            items,
+            errors: items,
+            ..Self::default()
+        }
+    }
+
+    /// What accrued between the snapshot `earlier` and this one (of the same runner).
+    pub fn since(&self, earlier: &JudgeStats) -> JudgeStats {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        JudgeStats {
+            judge_model: self.judge_model.clone(),
+            items: d(self.items, earlier.items),
+            scored: d(self.scored, earlier.scored),
+            skipped: d(self.skipped, earlier.skipped),
+            errors: d(self.errors, earlier.errors),
+            repairs: d(self.repairs, earlier.repairs),
+            http_calls: d(self.http_calls, earlier.http_calls),
+            retries: d(self.retries, earlier.retries),
+            cache_hits: d(self.cache_hits, earlier.cache_hits),
+            prompt_tokens: d(self.prompt_tokens, earlier.prompt_tokens),
+            completion_tokens: d(self.completion_tokens, earlier.completion_tokens),
+            cost_usd: (self.cost_usd - earlier.cost_usd).max(0.0),
+        }
+    }
+
+    /// Adds `other`'s counters to these (the judge model is kept, or taken from `other`).
+    pub fn add(&mut self, other: &JudgeStats) {
+        if self.judge_model.is_empty() {
+            self.judge_model = other.judge_model.clone();
+        }
+        self.items += other.items;
+        self.scored += other.scored;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+        self.repairs += other.repairs;
+        self.http_calls += other.http_calls;
+        self.retries += other.retries;
+        self.cache_hits += other.cache_hits;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_usd += other.cost_usd;
+    }
 }
 
 struct Inner {
@@ -365,5 +416,54 @@ impl Inner {
             response,
             cached: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(n: u64) -> JudgeStats {
+        JudgeStats {
+            judge_model: "m".into(),
+            items: n,
+            scored: n,
+            skipped: 0,
+            errors: 0,
+            repairs: 1,
+            http_calls: n + 2,
+            retries: 2,
+            cache_hits: 1,
+            prompt_tokens: 100 * n,
+            completion_tokens: 10 * n,
+            cost_usd: 0.5 * n as f64,
+        }
+    }
+
+    #[test]
+    fn since_and_add_are_inverse() {
+        let before = stats(3);
+        let mut after = before.clone();
+        after.add(&stats(4));
+        let delta = after.since(&before);
+        assert_eq!(delta.items, 4);
+        assert_eq!(delta.http_calls, 6);
+        assert_eq!(delta.prompt_tokens, 400);
+        assert!((delta.cost_usd - 2.0).abs() < 1e-12);
+        assert_eq!(delta.judge_model, "m");
+        // A later snapshot never yields negative counts, even against a newer one.
+        assert_eq!(before.since(&after).items, 0);
+    }
+
+    #[test]
+    fn all_errors_counts_every_item_as_an_error() {
+        let s = JudgeStats::all_errors("gpt", 5);
+        assert_eq!((s.items, s.errors, s.scored, s.http_calls), (5, 5, 0, 0));
+    }
+
+    #[test]
+    fn old_reports_without_new_fields_still_read() {
+        let s: JudgeStats = serde_json::from_str(r#"{"items": 2, "errors": 1}"#).unwrap();
+        assert_eq!((s.items, s.errors, s.cache_hits), (2, 1, 0));
     }
 }

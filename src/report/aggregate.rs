@@ -113,6 +113,7 @@ pub fn build(
         slices,
         tasks,
         gates: Vec::new(),
+        judge: None,
         verdicts: verdicts.to_vec(),
     };
     report.gates = gate::evaluate(&cfg.gates, &report);

@@ -65,6 +65,11 @@ pub struct Report {
     /// Task metrics (`deals`, `spam`, …): task → metric → value, plus details.
     pub tasks: BTreeMap<String, serde_json::Value>,
     pub gates: Vec<GateResult>,
+    /// The LLM judge's counters for this suite's judge expectations (calls, retries, cache hits,
+    /// errors, tokens, cost); absent when the suite has none. Only the deterministic counts go
+    /// into the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::judge::JudgeStats>,
     /// Every case's verdict (JSON report only; not in the snapshot).
     pub verdicts: Vec<Verdict>,
 }

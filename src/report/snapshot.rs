@@ -34,6 +34,13 @@ pub fn view(report: &Report) -> Value {
     if let Value::Object(o) = &mut v {
         o.remove("verdicts");
         o.remove("model");
+        // Judge calls, retries, cache hits and tokens vary run to run; the outcome counts do not.
+        if let Some(j) = o.remove("judge").and(report.judge.as_ref()) {
+            o.insert(
+                "judge".into(),
+                json!({"items": j.items, "scored": j.scored, "skipped": j.skipped, "errors": j.errors}),
+            );
+        }
         let mut failing: Vec<&str> = report
             .verdicts
             .iter()

@@ -1,6 +1,7 @@
 //! Terminal rendering: one line per case and a summary table per run.
 
 use super::Report;
+use crate::judge::JudgeStats;
 use crate::verdict::Verdict;
 
 /// `PASS manual_qa::torque::torque_001  numeric 1.00  keywords 0.67`.
@@ -97,6 +98,12 @@ pub fn summary(reports: &[Report]) -> String {
         }
     }
     for r in reports {
+        if let Some(j) = &r.judge {
+            out.push_str(&judge_line(&r.suite, j));
+            out.push('\n');
+        }
+    }
+    for r in reports {
         for g in r.gates.iter().filter(|g| !g.passed) {
             out.push_str(&format!(
                 "gate failed: {}::{} = {} (bounds: {})\n",
@@ -108,4 +115,104 @@ pub fn summary(reports: &[Report]) -> String {
         }
     }
     out
+}
+
+/// `judge judge_smoke (smollm2): 6 items: 6 scored, 0 skipped, 0 errors, 1 repaired; 7 HTTP
+/// calls, 0 retries, 0 cache hits; 1476 prompt + 350 completion tokens, $0.0000`.
+pub fn judge_line(suite: &str, j: &JudgeStats) -> String {
+    let model = if j.judge_model.is_empty() {
+        "no judge"
+    } else {
+        j.judge_model.as_str()
+    };
+    format!(
+        "judge {suite} ({model}): {} items: {} scored, {} skipped, {} errors, {} repaired; \
+         {} HTTP calls, {} retries, {} cache hits; {} prompt + {} completion tokens, ${:.4}",
+        j.items,
+        j.scored,
+        j.skipped,
+        j.errors,
+        j.repairs,
+        j.http_calls,
+        j.retries,
+        j.cache_hits,
+        j.prompt_tokens,
+        j.completion_tokens,
+        j.cost_usd
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::snapshot;
+    use crate::report::Tally;
+
+    fn report(judge: Option<JudgeStats>) -> Report {
+        Report {
+            suite: "smoke".into(),
+            model: "m".into(),
+            overall: Tally::default(),
+            failed: 0,
+            model_errors: 0,
+            scorer_errors: 0,
+            scorers: BTreeMap::new(),
+            categories: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            gates: Vec::new(),
+            judge,
+            verdicts: Vec::new(),
+        }
+    }
+
+    fn stats() -> JudgeStats {
+        JudgeStats {
+            judge_model: "gpt-x".into(),
+            items: 6,
+            scored: 4,
+            skipped: 1,
+            errors: 1,
+            repairs: 2,
+            http_calls: 9,
+            retries: 3,
+            cache_hits: 2,
+            prompt_tokens: 1476,
+            completion_tokens: 350,
+            cost_usd: 0.0123,
+        }
+    }
+
+    #[test]
+    fn the_summary_shows_the_judge_counters_of_each_suite() {
+        let table = summary(&[report(Some(stats())), report(None)]);
+        let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("judge ")).collect();
+        assert_eq!(
+            lines,
+            ["judge smoke (gpt-x): 6 items: 4 scored, 1 skipped, 1 errors, 2 repaired; 9 HTTP calls, 3 retries, 2 cache hits; 1476 prompt + 350 completion tokens, $0.0123"]
+        );
+    }
+
+    #[test]
+    fn the_report_json_keeps_every_counter_and_the_snapshot_only_outcomes() {
+        let r = report(Some(stats()));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["judge"]["cache_hits"], 2);
+        assert_eq!(json["judge"]["prompt_tokens"], 1476);
+        assert_eq!(json["judge"]["retries"], 3);
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        let view = snapshot::view(&r);
+        assert_eq!(
+            view["judge"],
+            serde_json::json!({"items": 6, "scored": 4, "skipped": 1, "errors": 1})
+        );
+        // A suite without judge expectations has no `judge` key at all: older snapshots and
+        // reports are unchanged.
+        let plain = report(None);
+        assert!(serde_json::to_value(&plain).unwrap().get("judge").is_none());
+        assert!(snapshot::view(&plain).get("judge").is_none());
+    }
 }

@@ -78,7 +78,15 @@ pub fn generate(
     let mut generated = 0;
     // Tokens kept back so a constrained answer can always close its JSON.
     let reserve = (opts.max_tokens / 4).min(32);
-    while generated < opts.max_tokens {
+    // The reserve is a guess: when the JSON still is not closed at `max_tokens` (a long required
+    // key after the last open string, say), tightened decoding goes on for up to
+    // `CLOSE_OVERRUN` more tokens, so the reply is complete JSON rather than a truncated one.
+    let limit = if constraint.is_some() {
+        opts.max_tokens + CLOSE_OVERRUN
+    } else {
+        opts.max_tokens
+    };
+    while generated < limit {
         if generated + reserve >= opts.max_tokens {
             if let Some(c) = constraint.as_mut() {
                 c.tighten();
@@ -137,7 +145,7 @@ pub fn generate(
             finish = "stop";
             break;
         }
-        if generated >= opts.max_tokens {
+        if generated >= limit {
             break;
         }
         logits = model.forward_logits(&[id], pos)?;
@@ -151,6 +159,9 @@ pub fn generate(
         logprobs: lps,
     })
 }
+
+/// How many tokens past `max_tokens` constrained decoding may spend closing its JSON.
+pub const CLOSE_OVERRUN: usize = 64;
 
 fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -326,6 +337,32 @@ mod tests {
             .iter()
             .all(|(b, _)| matches!(b.as_slice(), b"1" | b"2" | b"3")));
         assert!(score_tok.logprob <= 0.0);
+    }
+
+    #[test]
+    fn a_short_budget_still_closes_the_json() {
+        // Byte-level tokens and two long required keys: the 4-token reserve cannot write them,
+        // so the engine overruns `max_tokens` to close the object instead of cutting it off.
+        let schema = Schema::compile(&serde_json::json!({
+            "type": "object",
+            "properties": {
+                "an_unusually_long_first_key": {"type": "string"},
+                "and_an_even_longer_second_key": {"type": "string"},
+            },
+            "required": ["an_unusually_long_first_key", "and_an_even_longer_second_key"],
+        }))
+        .unwrap();
+        let mut m = Scripted::new("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        let opts = GenOptions {
+            max_tokens: 16,
+            schema: Some(Arc::new(schema)),
+            top_logprobs: None,
+        };
+        let g = generate(&mut m, &msgs(), &opts).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&g.text).unwrap();
+        assert!(v["and_an_even_longer_second_key"].is_string(), "{}", g.text);
+        assert_eq!(g.finish_reason, "stop");
+        assert!(g.completion_tokens > 16 && g.completion_tokens <= 16 + CLOSE_OVERRUN);
     }
 
     #[test]

@@ -429,7 +429,7 @@ fn evaluation_steps_are_generated_once_and_frozen() {
         got,
         ["Check: Is the answer clear", "Check: Does it name the unit"]
     );
-    steps::freeze(&path, &got, "stub-judge").unwrap();
+    steps::freeze(&path, &got, "stub-judge", false).unwrap();
     let frozen = vlmtest::judge::rubric::load_dir(dir.path()).unwrap();
     assert_eq!(frozen["clarity"].evaluation_steps, got);
 }

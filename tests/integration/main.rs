@@ -3,8 +3,11 @@
 mod gguf_adapter;
 mod gguf_model;
 mod harness;
+mod judge_examples;
 mod judge_faults;
+mod judge_live;
 mod judge_serve;
+mod judge_steps;
 mod qwen_model;
 mod qwen_parity;
 mod serve_models;

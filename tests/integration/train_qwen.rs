@@ -252,6 +252,53 @@ fn every_lora_tensor_gets_a_nonzero_gradient_through_images_and_deepstack() {
     }
 }
 
+#[test]
+fn an_interrupted_qwen_run_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let rows_path = write_rows(dir.path());
+    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let setup = |out: &str, steps: usize| {
+        let mut c = config(&ckpt, &rows_path, &dir.path().join(out));
+        c.eval_before = false;
+        c.val.clear();
+        c.dropout = 0.1;
+        c.batch_size = 2;
+        c.max_steps = steps;
+        c
+    };
+    let fresh = || load_base(ckpt.to_str().unwrap(), &Device::Cpu, None).unwrap();
+    let straight = setup("straight", 3);
+    train(&straight, fresh().as_mut(), &rows, &[], false).unwrap();
+    let mut cut = setup("cut", 1);
+    assert_eq!(
+        train(&cut, fresh().as_mut(), &rows, &[], false)
+            .unwrap()
+            .state
+            .step,
+        1
+    );
+    cut.max_steps = 3;
+    let resumed = train(&cut, fresh().as_mut(), &rows, &[], false).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(1));
+    let a = LoraAdapter::load(&straight.output_dir.join("adapter"), &Device::Cpu).unwrap();
+    let b = LoraAdapter::load(&cut.output_dir.join("adapter"), &Device::Cpu).unwrap();
+    assert_eq!(a.modules.len(), b.modules.len());
+    for (m, wa) in &a.modules {
+        let wb = &b.modules[m];
+        assert_eq!(
+            wa.a.to_vec2::<f32>().unwrap(),
+            wb.a.to_vec2::<f32>().unwrap(),
+            "{m} A"
+        );
+        assert_eq!(
+            wa.b.to_vec2::<f32>().unwrap(),
+            wb.b.to_vec2::<f32>().unwrap(),
+            "{m} B"
+        );
+    }
+}
+
 fn cli_error(args: &[&str]) -> String {
     let mut all = vec!["vlmtest-train", "--quiet", "--device", "cpu"];
     all.extend_from_slice(args);

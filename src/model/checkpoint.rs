@@ -86,13 +86,21 @@ impl CheckpointFiles {
     /// without hashing gigabytes.
     pub fn fingerprint(&self) -> Result<String, ModelError> {
         let mut h = Sha256::new();
+        // The chat template's files too: a new template changes every prompt.
+        let template_files =
+            ["chat_template.jinja", "chat_template.json"].map(|n| optional(&self.dir, n));
         let small = [
             Some(&self.config),
             Some(&self.tokenizer),
+            self.tokenizer_config.as_ref(),
             self.generation_config.as_ref(),
             self.preprocessor.as_ref(),
         ];
-        for p in small.into_iter().flatten() {
+        for p in small
+            .into_iter()
+            .chain(template_files.iter().map(Option::as_ref))
+            .flatten()
+        {
             let bytes = std::fs::read(p).map_err(|e| ModelError::Corrupt {
                 path: p.clone(),
                 reason: e.to_string(),

@@ -8,6 +8,7 @@ use super::gguf::{file_fingerprint, GgufModel};
 use super::qwen3_vl::Qwen3VlModel;
 use super::replay::ReplayModel;
 use super::{fetch, Model, ModelError};
+use crate::train::model::AdaptedGguf;
 
 /// A parsed model spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum ModelSpec {
     Replay(PathBuf),
     /// An OpenAI-compatible endpoint: `openai:<base-url>#<model-name>`.
     OpenAi(String),
+    /// A Llama-family GGUF with a PEFT LoRA adapter (as `vlmtest-train` writes it), merged into
+    /// f32 weights at load.
+    GgufAdapter { gguf: PathBuf, adapter: PathBuf },
     /// A Hugging Face checkpoint folder (Qwen3-VL), with an optional PEFT LoRA adapter folder.
     Checkpoint {
         dir: PathBuf,
@@ -80,34 +84,34 @@ impl ModelSpec {
                 Ok(ReplayModel::fingerprint_of(&bytes))
             }
             Self::OpenAi(s) => super::openai::OpenAiModel::spec_fingerprint(s),
+            Self::GgufAdapter { gguf, adapter } => {
+                let base = Self::Gguf(gguf.clone()).fingerprint()?;
+                Ok(format!(
+                    "{ADAPTED_GGUF_VERSION}:{base}{}",
+                    adapter_fingerprint(adapter)?
+                ))
+            }
             Self::Checkpoint { dir, adapter } => {
                 let mut fp = format!("qwen3_vl:{}", CheckpointFiles::locate(dir)?.fingerprint()?);
                 if let Some(a) = adapter {
-                    for file in ["adapter_config.json", "adapter_model.safetensors"] {
-                        let path = a.join(file);
-                        if !path.is_file() {
-                            return Err(ModelError::Missing {
-                                path,
-                                hint: " (PEFT adapter)".into(),
-                            });
-                        }
-                        fp.push('+');
-                        fp.push_str(&file_fingerprint(&path)?);
-                    }
+                    fp.push_str(&adapter_fingerprint(a)?);
                 }
                 Ok(fp)
             }
         }
     }
 
-    /// Attaches a PEFT LoRA adapter (checkpoint folders only).
+    /// Attaches a PEFT LoRA adapter (GGUF files and checkpoint folders; recorded answers ignore it).
     pub fn with_adapter(self, adapter: Option<PathBuf>) -> Result<Self, ModelError> {
         match (self, adapter) {
             // Recorded answers have no weights to adapt.
             (spec @ Self::Replay(_), _) | (spec, None) => Ok(spec),
             (Self::Checkpoint { dir, .. }, Some(a)) => Ok(Self::Checkpoint { dir, adapter: Some(a) }),
-            (_, Some(a)) => Err(ModelError::Other(format!(
-                "adapter {}: adapters apply to checkpoint folders (Qwen3-VL); merge it into a checkpoint for other models",
+            (Self::Gguf(gguf) | Self::GgufAdapter { gguf, .. }, Some(adapter)) => {
+                Ok(Self::GgufAdapter { gguf, adapter })
+            }
+            (Self::OpenAi(_), Some(a)) => Err(ModelError::Other(format!(
+                "adapter {}: a model behind an OpenAI-compatible endpoint is adapted by its server, not by vlmtest",
                 a.display()
             ))),
         }
@@ -117,19 +121,17 @@ impl ModelSpec {
     pub fn label(&self) -> String {
         match self {
             Self::Gguf(p) => super::gguf::label_of(p),
+            Self::GgufAdapter { gguf, adapter } => {
+                let base = super::gguf::label_of(gguf);
+                let base = base.strip_suffix("-q8_0").unwrap_or(&base);
+                format!("{base}-f32+{}", dir_name(adapter))
+            }
             Self::Replay(p) => ReplayModel::label_of(p),
             Self::OpenAi(s) => s.rsplit_once('#').map_or("openai", |(_, m)| m).to_owned(),
-            Self::Checkpoint { dir, adapter } => {
-                let name = |p: &PathBuf| {
-                    p.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                };
-                match adapter {
-                    Some(a) => format!("qwen3-vl-{}+{}", name(dir), name(a)),
-                    None => format!("qwen3-vl-{}", name(dir)),
-                }
-            }
+            Self::Checkpoint { dir, adapter } => match adapter {
+                Some(a) => format!("qwen3-vl-{}+{}", dir_name(dir), dir_name(a)),
+                None => format!("qwen3-vl-{}", dir_name(dir)),
+            },
         }
     }
 
@@ -137,6 +139,15 @@ impl ModelSpec {
     pub fn load(&self) -> Result<Box<dyn Model>, ModelError> {
         Ok(match self {
             Self::Gguf(p) => Box::new(GgufModel::load(p)?),
+            Self::GgufAdapter { gguf, adapter } => {
+                Box::new(AdaptedGguf::load(gguf, Some(adapter)).map_err(|e| {
+                    ModelError::Other(format!(
+                        "{} with adapter {}: {e}",
+                        gguf.display(),
+                        adapter.display()
+                    ))
+                })?)
+            }
             Self::Replay(p) => Box::new(ReplayModel::load(p)?),
             Self::OpenAi(s) => Box::new(super::openai::OpenAiModel::from_spec(s)?),
             Self::Checkpoint { dir, adapter } => Box::new(Qwen3VlModel::load(
@@ -146,6 +157,32 @@ impl ModelSpec {
             )?),
         })
     }
+}
+
+/// Bumped when the adapted-GGUF inference path changes its answers (invalidates cached answers).
+const ADAPTED_GGUF_VERSION: &str = "adapted-gguf-f32-v1";
+
+/// `+<config hash>+<weights hash>` of a PEFT adapter folder; a missing file is an error naming it.
+fn adapter_fingerprint(dir: &Path) -> Result<String, ModelError> {
+    let mut fp = String::new();
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Err(ModelError::Missing {
+                path,
+                hint: " (PEFT adapter)".into(),
+            });
+        }
+        fp.push('+');
+        fp.push_str(&file_fingerprint(&path)?);
+    }
+    Ok(fp)
+}
+
+fn dir_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// CUDA device 0 when built with `cuda` and one is present, else the CPU.

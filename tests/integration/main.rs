@@ -1,5 +1,6 @@
 //! Integration tests, one module per area.
 
+mod gguf_adapter;
 mod gguf_model;
 mod harness;
 mod judge_faults;

@@ -52,7 +52,19 @@ impl Proj {
 }
 
 impl Module for Proj {
+    /// Rows of any leading shape go through as one 2-D matrix product (one GEMM over all
+    /// tokens, rather than a batched product that reads the weight once per batch row).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.forward(x)
+        let dims = x.dims();
+        if dims.len() <= 2 {
+            return self.0.forward(x);
+        }
+        let (lead, inner) = dims.split_at(dims.len() - 1);
+        let y = self
+            .0
+            .forward(&x.reshape((lead.iter().product::<usize>(), inner[0]))?)?;
+        let mut shape = lead.to_vec();
+        shape.push(y.dim(1)?);
+        y.reshape(shape)
     }
 }

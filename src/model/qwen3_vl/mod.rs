@@ -10,6 +10,7 @@ pub mod config;
 pub mod fixture;
 pub mod linear;
 pub mod prompt;
+pub mod template;
 pub mod text;
 pub mod vision;
 
@@ -27,6 +28,7 @@ use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
 
 pub use config::Config;
 use linear::AdapterSet;
+use template::ChatTemplate;
 use text::{Deepstack, TextModel};
 use vision::VisionModel;
 
@@ -92,7 +94,7 @@ impl Network {
     }
 
     /// Runs the vision tower over all images of the batch, in order.
-    fn encode_images(
+    pub fn encode_images(
         &self,
         images: &[&Pixels],
     ) -> candle_core::Result<Option<vision::VisionOutput>> {
@@ -296,7 +298,8 @@ impl Network {
         let h = self
             .text
             .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
-        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?;
+        // Contiguous: cuBLAS takes no row-strided left operand (the CPU backend does).
+        let last = h.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
         let mut next = text::argmax_rows(&self.text.logits(&last)?)?;
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
@@ -344,6 +347,8 @@ pub struct Qwen3VlModel {
     net: Network,
     tokenizer: tokenizers::Tokenizer,
     processor: PreprocessorConfig,
+    /// The checkpoint's own chat template; `None` renders Qwen3-VL's format (`prompt::render`).
+    template: Option<ChatTemplate>,
     stop: Vec<u32>,
     pad: u32,
     fingerprint: String,
@@ -462,6 +467,7 @@ impl Qwen3VlModel {
                 ),
             ));
         }
+        let template = ChatTemplate::from_dir(&files.dir).map_err(ModelError::Other)?;
         checkpoint::check_safetensors(&files.weights)?;
         let mut fingerprint = files.fingerprint()?;
         let adapters = match &adapter {
@@ -525,6 +531,7 @@ impl Qwen3VlModel {
             net,
             tokenizer,
             processor,
+            template,
             stop,
             pad,
             fingerprint: format!("qwen3_vl:{fingerprint}:{dtype:?}"),
@@ -550,7 +557,7 @@ impl Qwen3VlModel {
 
     /// Renders, tokenizes and preprocesses one conversation.
     pub fn prepare(&self, messages: &[Message]) -> Result<Prepared, ModelError> {
-        let (text, sources) = prompt::render(messages);
+        let (text, sources) = self.render(messages)?;
         let mut images = Vec::with_capacity(sources.len());
         for s in sources {
             let img = image::load(s).map_err(|e| ModelError::Other(e.to_string()))?;
@@ -560,6 +567,18 @@ impl Qwen3VlModel {
             );
         }
         self.prepare_pixels(&text, images)
+    }
+
+    /// The prompt text of a conversation (with the generation prompt) and its images in order:
+    /// the checkpoint's chat template when it has one, else Qwen3-VL's format.
+    pub fn render<'m>(
+        &self,
+        messages: &'m [Message],
+    ) -> Result<(String, Vec<&'m crate::case::ImageSource>), ModelError> {
+        match &self.template {
+            Some(t) => t.render(messages).map_err(ModelError::Other),
+            None => Ok(prompt::render(messages)),
+        }
     }
 
     /// Tokenizes a rendered prompt and expands its image placeholders for `images`.

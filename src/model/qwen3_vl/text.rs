@@ -73,7 +73,52 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    cache: Option<(Tensor, Tensor)>,
+    cache: Option<KvCache>,
+}
+
+/// Keys and values of the past positions `(b, kv_heads, capacity, head_dim)`, in buffers that
+/// grow by doubling: a decode step writes its one position in place instead of copying the
+/// whole cache (as concatenation would, at every step and layer).
+struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    /// Appends `k`, `v` `(b, kv_heads, l, head_dim)` (contiguous) and returns views of all the
+    /// keys and values held, the new ones included.
+    fn append(slot: &mut Option<KvCache>, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, kvh, l, hd) = k.dims4()?;
+        let held = slot.as_ref().map_or(0, |c| c.len);
+        let cap = slot.as_ref().map_or(0, |c| c.k.dim(2).unwrap_or(0));
+        if held + l > cap {
+            let new_cap = (held + l).next_power_of_two().max(64);
+            let grow = |old: Option<&Tensor>| -> Result<Tensor> {
+                let t = Tensor::zeros((b, kvh, new_cap, hd), k.dtype(), k.device())?;
+                if let Some(old) = old {
+                    t.slice_set(old, 2, 0)?;
+                }
+                Ok(t)
+            };
+            let (nk, nv) = (
+                grow(slot.as_ref().map(|c| &c.k))?,
+                grow(slot.as_ref().map(|c| &c.v))?,
+            );
+            *slot = Some(KvCache {
+                k: nk,
+                v: nv,
+                len: held,
+            });
+        }
+        let c = slot
+            .as_mut()
+            .ok_or_else(|| candle_core::Error::Msg("KV cache missing after growth".into()))?;
+        c.k.slice_set(k, 2, c.len)?;
+        c.v.slice_set(v, 2, c.len)?;
+        c.len += l;
+        Ok((c.k.narrow(2, 0, c.len)?, c.v.narrow(2, 0, c.len)?))
+    }
 }
 
 impl Attention {
@@ -113,27 +158,26 @@ impl Attention {
         let q = self.q_norm.forward(&q)?.transpose(1, 2)?.contiguous()?;
         let k = self.k_norm.forward(&k)?.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let dtype = q.dtype();
-        // Rotary embedding in f32, as the reference computes cos/sin in f32.
-        let q = candle_nn::rotary_emb::rope(&q.to_dtype(DType::F32)?, cos, sin)?.to_dtype(dtype)?;
-        let k = candle_nn::rotary_emb::rope(&k.to_dtype(DType::F32)?, cos, sin)?.to_dtype(dtype)?;
-        let (k, v) = match &self.cache {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.cache = Some((k.clone(), v.clone()));
+        // Rotary embedding in the model's dtype with cos/sin cast to it, as the reference does
+        // (`cos.to(x.dtype)`); the tables themselves are computed in f32.
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = KvCache::append(&mut self.cache, &k, &v)?;
         let t = k.dim(2)?;
         let rep = self.heads / self.kv_heads;
         // Group the query heads that share a KV head so no key/value copy is needed.
         let qg = q.reshape((b, self.kv_heads, rep * l, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (qg.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
+        // Scores, scale and mask in the model's dtype, as the reference's eager attention
+        // computes them; the softmax kernel accumulates in f32 for bf16/f16 and rounds its
+        // output to the model's dtype, as the reference's `softmax(.., dtype=float32).to(dtype)`.
+        let scores = (qg.matmul(&k.t()?)? * scale)?;
         let scores = scores.reshape((b, self.heads, l, t))?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.reshape((b, self.kv_heads, rep * l, t))?.matmul(&v)?;
         let out = out
             .reshape((b, self.heads, l, hd))?
@@ -241,8 +285,7 @@ impl TextModel {
         self.layers
             .first()
             .and_then(|l| l.attn.cache.as_ref())
-            .and_then(|(k, _)| k.dim(2).ok())
-            .unwrap_or(0)
+            .map_or(0, |c| c.len)
     }
 
     /// Runs the decoder on `embeds` `(b, l, hidden)` after what the cache holds; returns the
@@ -255,13 +298,18 @@ impl TextModel {
         deepstack: Option<&Deepstack<'_>>,
     ) -> Result<Tensor> {
         let (b, l, h) = embeds.dims3()?;
+        let (cos, sin) = (
+            cos_sin.0.to_dtype(embeds.dtype())?,
+            cos_sin.1.to_dtype(embeds.dtype())?,
+        );
+        let mask = mask.map(|m| m.to_dtype(embeds.dtype())).transpose()?;
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let r = x.clone();
             let a =
                 layer
                     .attn
-                    .forward(&layer.input_norm.forward(&x)?, &cos_sin.0, &cos_sin.1, mask)?;
+                    .forward(&layer.input_norm.forward(&x)?, &cos, &sin, mask.as_ref())?;
             let x1 = (r + a)?;
             let m = layer.mlp.forward(&layer.post_norm.forward(&x1)?)?;
             x = (x1 + m)?;

@@ -276,8 +276,9 @@ impl VisionModel {
                 let scale = 1.0 / (hd as f64).sqrt();
                 let q = q.to_dtype(dtype)?;
                 let k = k.to_dtype(dtype)?;
-                let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+                // In the model's dtype like the reference; the softmax accumulates in f32.
+                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
                 let o = probs.matmul(&v)?; // (1, heads, len, hd)
                 outs.push(o.squeeze(0)?.transpose(0, 1)?.reshape((len, d))?);
                 start += len;

@@ -2,7 +2,8 @@
 //! with the frozen vision tower and DeepStack features of the inference model.
 //!
 //! The prompt is rendered, tokenized and expanded exactly as `model::qwen3_vl` does for inference
-//! (`prompt::render`, `expand_image_tokens`, the same image processor), and positions come from
+//! (the checkpoint's chat template or `prompt::render`, `expand_image_tokens`, the same image
+//! processor), and positions come from
 //! the same `rope_index`, so training and testing see the same tokens and positions. The text
 //! forward uses only ops with a backward pass: `rms_norm_slow`, `softmax` from primitives and a
 //! rotary embedding written with `narrow`/`cat` (candle's fused `rms_norm`, `softmax_last_dim` and
@@ -36,6 +37,7 @@ use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
 use crate::model::checkpoint::CheckpointFiles;
 use crate::model::qwen3_vl::config::TextConfig;
 use crate::model::qwen3_vl::linear::AdapterSet;
+use crate::model::qwen3_vl::template::ChatTemplate;
 use crate::model::qwen3_vl::text::MropeTable;
 use crate::model::qwen3_vl::vision::VisionModel;
 use crate::model::qwen3_vl::{prompt, Config, Qwen3VlModel};
@@ -79,6 +81,8 @@ pub struct QwenTrain {
     pub cfg: Config,
     tokenizer: Tokenizer,
     processor: PreprocessorConfig,
+    /// The checkpoint's own chat template, as inference uses it; `None`: Qwen3-VL's format.
+    template: Option<ChatTemplate>,
     vision: VisionModel,
     /// f32.
     embed: Tensor,
@@ -154,6 +158,7 @@ impl QwenTrain {
                 .ok_or_else(|| base_err(&files.tokenizer, format!("has no `{t}` token")))
         };
         let end_of_turn = id(prompt::IM_END)?;
+        let template = ChatTemplate::from_dir(&files.dir).map_err(|e| base_err(&files.dir, e))?;
         let pad = id("<|endoftext|>").unwrap_or(end_of_turn);
         crate::model::checkpoint::check_safetensors(&files.weights)?;
         // SAFETY: the weight files are mapped read-only while the tensors are copied out.
@@ -230,6 +235,7 @@ impl QwenTrain {
             cfg,
             tokenizer,
             processor,
+            template,
             vision,
             embed,
             layers,
@@ -552,7 +558,13 @@ impl TrainableModel for QwenTrain {
 
     fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
         check_case(case)?;
-        let (text, sources) = prompt::render(&case.messages);
+        // The prompt exactly as `Qwen3VlModel::render` writes it for inference.
+        let (text, sources) = match &self.template {
+            Some(t) => t
+                .render(&case.messages)
+                .map_err(|e| data_error(case, format!("chat template: {e}")))?,
+            None => prompt::render(&case.messages),
+        };
         let mut images = Vec::with_capacity(sources.len());
         for s in sources {
             let img = image::load(s).map_err(|e| data_error(case, format!("image: {e}")))?;

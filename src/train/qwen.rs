@@ -888,6 +888,27 @@ mod tests {
     }
 
     #[test]
+    fn a_data_uri_image_trains_like_the_same_file() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
+        let from_file = image_case(dir.path(), 50, 77, "Colour?", "blue");
+        let mut from_uri = from_file.clone();
+        let bytes = std::fs::read(dir.path().join("img_50x77.png")).unwrap();
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        from_uri.messages[0].parts[0] = Part::Image {
+            image: ImageSource::DataUri(uri),
+        };
+        assert_eq!(
+            m.encode(&from_file, 512).unwrap(),
+            m.encode(&from_uri, 512).unwrap()
+        );
+    }
+
+    #[test]
     fn a_prompt_with_images_too_long_for_max_seq_len_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();

@@ -95,7 +95,8 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     let rows_path = write_rows(dir.path());
     let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
     assert!(rows.iter().all(|c| c.has_images()));
-    let cfg = config(&ckpt, &rows_path, &dir.path().join("run"));
+    let mut cfg = config(&ckpt, &rows_path, &dir.path().join("run"));
+    cfg.save_merged = true;
     // Routed by config.json's model_type, as `vlmtest-train --base <folder>` does.
     let mut model = load_base(&cfg.base, &Device::Cpu, None).unwrap();
     assert!(model.label().starts_with("qwen3-vl-"));
@@ -132,6 +133,17 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
         };
         let got = reloaded.generate(&[req], &opts).pop().unwrap().unwrap();
         assert_eq!(got.text, row.answer, "{}", row.case);
+    }
+    // The merged folder is a checkpoint of its own with the same answers.
+    let mut merged =
+        Qwen3VlModel::load(&cfg.output_dir.join("merged"), None, &Device::Cpu).unwrap();
+    for (case, row) in rows.iter().zip(&after.rows) {
+        let req = Request {
+            name: row.case.clone(),
+            messages: &case.messages,
+        };
+        let got = merged.generate(&[req], &opts).pop().unwrap().unwrap();
+        assert_eq!(got.text, row.answer, "merged: {}", row.case);
     }
     // …and through `vlmtest --model <ckpt> --adapter <run>/adapter` (one batch of all rows).
     let mut spec_model = ModelSpec::parse(ckpt.to_str().unwrap(), Path::new("."))

@@ -304,40 +304,56 @@ impl QwenTrain {
         })
     }
 
-    /// A linear layer of the training forward: the frozen base (no weight gradient) in the
-    /// weight dtype, plus the f32 LoRA branch with dropout.
-    fn linear(&self, l: &LoraLinear, x: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+    /// A linear layer of the training forward on `x` (f32) and the same rows already cast to the
+    /// weight dtype (`xw`, shared by the layers reading one input): the frozen base (no weight
+    /// gradient) plus the f32 LoRA branch with dropout. All rows go through as one 2-D product.
+    fn linear(
+        &self,
+        l: &LoraLinear,
+        x: &Tensor,
+        xw: &Tensor,
+        rng: &mut LoraRng,
+    ) -> Result<Tensor, TrainError> {
+        let dims = x.dims();
+        let (lead, inp) = dims.split_at(dims.len() - 1);
+        let rows: usize = lead.iter().product();
         let base = l.base();
-        let mut y = frozen_matmul(&x.to_dtype(self.wdtype)?, base.weight())?;
+        let mut y = frozen_matmul(&xw.reshape((rows, inp[0]))?, base.weight())?;
         if let Some(b) = base.bias() {
             y = y.broadcast_add(b)?;
         }
-        let y = y.to_dtype(DType::F32)?;
-        let Some((a, b)) = l.lora_tensors() else {
-            return Ok(y);
-        };
-        let xd = if self.dropout > 0.0 {
-            let mask = Tensor::from_vec(
-                rng.dropout_mask(x.elem_count(), self.dropout),
-                x.shape(),
-                x.device(),
-            )?;
-            (x * mask)?
-        } else {
-            x.clone()
-        };
-        let branch = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        Ok((y + (branch * l.scale().unwrap_or(1.0))?)?)
+        let mut y = y.to_dtype(DType::F32)?;
+        if let Some((a, b)) = l.lora_tensors() {
+            let x2 = x.reshape((rows, inp[0]))?;
+            let xd = if self.dropout > 0.0 {
+                let mask = Tensor::from_vec(
+                    rng.dropout_mask(x2.elem_count(), self.dropout),
+                    x2.shape(),
+                    x2.device(),
+                )?;
+                (x2 * mask)?
+            } else {
+                x2
+            };
+            let branch = xd.matmul(&a.t()?)?.matmul(&b.t()?)?;
+            y = (y + (branch * l.scale().unwrap_or(1.0))?)?;
+        }
+        let mut shape = lead.to_vec();
+        shape.push(y.dim(1)?);
+        Ok(y.reshape(shape)?)
     }
 
     /// Vision features of one image, from the cache or the (frozen) tower.
     fn features(&self, p: &Pixels) -> Result<Arc<Features>, TrainError> {
-        let key = content_key(p);
-        if self.cache_vision {
+        let key = if self.cache_vision {
+            let key = content_key(p);
             if let Some(f) = self.cache.borrow().get(&key) {
                 return Ok(f.clone());
             }
-        }
+            Some(key)
+        } else {
+            None
+        };
         let pixels = Tensor::from_vec(p.data.clone(), (p.rows, p.cols), &self.device)?;
         let out = self.vision.forward(&pixels, &[p.grid_thw])?;
         let f = Arc::new(Features {
@@ -348,7 +364,7 @@ impl QwenTrain {
                 .map(|t| Ok(t.to_dtype(DType::F32)?.detach()))
                 .collect::<Result<_, candle_core::Error>>()?,
         });
-        if self.cache_vision {
+        if let Some(key) = key {
             self.cache.borrow_mut().insert(key, f.clone());
         }
         Ok(f)
@@ -453,9 +469,14 @@ impl QwenTrain {
         for (i, layer) in self.layers.iter().enumerate() {
             let l = &layer.linears;
             let hn = candle_nn::ops::rms_norm_slow(&x, &layer.input_norm, eps)?;
-            let q = self.linear(&l[0], &hn, rng)?.reshape((b, t, nh, hd))?;
-            let k = self.linear(&l[1], &hn, rng)?.reshape((b, t, nkv, hd))?;
-            let v = self.linear(&l[2], &hn, rng)?.reshape((b, t, nkv, hd))?;
+            let hw = hn.to_dtype(self.wdtype)?;
+            let q = self.linear(&l[0], &hn, &hw, rng)?.reshape((b, t, nh, hd))?;
+            let k = self
+                .linear(&l[1], &hn, &hw, rng)?
+                .reshape((b, t, nkv, hd))?;
+            let v = self
+                .linear(&l[2], &hn, &hw, rng)?
+                .reshape((b, t, nkv, hd))?;
             let q = candle_nn::ops::rms_norm_slow(&q, &layer.q_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -469,11 +490,13 @@ impl QwenTrain {
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-            x = (x + self.linear(&l[3], &y, rng)?)?;
+            x = (x + self.linear(&l[3], &y, &y.to_dtype(self.wdtype)?, rng)?)?;
             let hn = candle_nn::ops::rms_norm_slow(&x, &layer.post_norm, eps)?;
-            let g = self.linear(&l[4], &hn, rng)?.silu()?;
-            let u = self.linear(&l[5], &hn, rng)?;
-            x = (x + self.linear(&l[6], &(g * u)?, rng)?)?;
+            let hw = hn.to_dtype(self.wdtype)?;
+            let g = self.linear(&l[4], &hn, &hw, rng)?.silu()?;
+            let u = self.linear(&l[5], &hn, &hw, rng)?;
+            let gu = (g * u)?;
+            x = (x + self.linear(&l[6], &gu, &gu.to_dtype(self.wdtype)?, rng)?)?;
             if let Some((idx, ds)) = &visual {
                 if let Some(feat) = ds.get(i) {
                     x = x

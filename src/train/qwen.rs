@@ -889,6 +889,50 @@ mod tests {
     }
 
     #[test]
+    fn bf16_weights_give_the_f32_loss_and_f32_lora_gradients() {
+        // The mixed-precision path a GPU run takes (bf16 base matmuls, f32 LoRA, norms and
+        // residual stream), exercised on the CPU.
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(dir.path());
+        let case = image_case(dir.path(), 64, 96, "What is it?", "a cat");
+        let mut losses = Vec::new();
+        for dtype in [DType::F32, DType::BF16] {
+            let mut m = QwenTrain::load(&ckpt, &Device::Cpu, dtype).unwrap();
+            let varmap = VarMap::new();
+            let mut rng = LoraRng::new(4);
+            let cfg = AdapterConfig::new(2, 4.0, 0.0, TargetModules::Pattern("all-linear".into()));
+            assert_eq!(
+                m.attach_trainable(&cfg, &varmap, &mut rng).unwrap().len(),
+                14
+            );
+            let ex = m.encode(&case, 512).unwrap();
+            let batch = plan(&[&ex], m.pad_id()).to_batch(&Device::Cpu).unwrap();
+            let loss = m.loss_sum(&batch, &mut rng).unwrap();
+            let grads = loss.backward().unwrap();
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                // B starts at zero, so on the first step only B's gradient is non-zero.
+                if name.ends_with("lora_B.weight") {
+                    let g = grads.get(var.as_tensor()).unwrap();
+                    assert_eq!(g.dtype(), DType::F32);
+                    let n = g
+                        .abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(n > 0.0, "{dtype:?} {name}");
+                }
+            }
+            losses.push(loss.to_scalar::<f32>().unwrap() / batch.n_targets as f32);
+        }
+        assert!(
+            (losses[0] - losses[1]).abs() < 0.05 * losses[0],
+            "{losses:?}"
+        );
+    }
+
+    #[test]
     fn unknown_targets_and_vision_targets_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();

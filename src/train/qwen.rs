@@ -2,7 +2,8 @@
 //! with the frozen vision tower and DeepStack features of the inference model.
 //!
 //! The prompt is rendered, tokenized and expanded exactly as `model::qwen3_vl` does for inference
-//! (`prompt::render`, `expand_image_tokens`, the same image processor), and positions come from
+//! (the checkpoint's chat template or `prompt::render`, `expand_image_tokens`, the same image
+//! processor), and positions come from
 //! the same `rope_index`, so training and testing see the same tokens and positions. The text
 //! forward uses only ops with a backward pass: `rms_norm_slow`, `softmax` from primitives and a
 //! rotary embedding written with `narrow`/`cat` (candle's fused `rms_norm`, `softmax_last_dim` and
@@ -80,7 +81,7 @@ pub struct QwenTrain {
     pub cfg: Config,
     tokenizer: Tokenizer,
     processor: PreprocessorConfig,
-    /// The checkpoint's chat template (as inference renders prompts); `None`: Qwen3-VL's format.
+    /// The checkpoint's own chat template, as inference uses it; `None`: Qwen3-VL's format.
     template: Option<ChatTemplate>,
     vision: VisionModel,
     /// f32.
@@ -151,13 +152,13 @@ impl QwenTrain {
         };
         let tokenizer =
             Tokenizer::from_file(&files.tokenizer).map_err(|e| base_err(&files.tokenizer, e))?;
-        let template = ChatTemplate::from_dir(dir).map_err(|e| base_err(dir, e))?;
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
                 .ok_or_else(|| base_err(&files.tokenizer, format!("has no `{t}` token")))
         };
         let end_of_turn = id(prompt::IM_END)?;
+        let template = ChatTemplate::from_dir(&files.dir).map_err(|e| base_err(&files.dir, e))?;
         let pad = id("<|endoftext|>").unwrap_or(end_of_turn);
         crate::model::checkpoint::check_safetensors(&files.weights)?;
         // SAFETY: the weight files are mapped read-only while the tensors are copied out.
@@ -303,40 +304,56 @@ impl QwenTrain {
         })
     }
 
-    /// A linear layer of the training forward: the frozen base (no weight gradient) in the
-    /// weight dtype, plus the f32 LoRA branch with dropout.
-    fn linear(&self, l: &LoraLinear, x: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+    /// A linear layer of the training forward on `x` (f32) and the same rows already cast to the
+    /// weight dtype (`xw`, shared by the layers reading one input): the frozen base (no weight
+    /// gradient) plus the f32 LoRA branch with dropout. All rows go through as one 2-D product.
+    fn linear(
+        &self,
+        l: &LoraLinear,
+        x: &Tensor,
+        xw: &Tensor,
+        rng: &mut LoraRng,
+    ) -> Result<Tensor, TrainError> {
+        let dims = x.dims();
+        let (lead, inp) = dims.split_at(dims.len() - 1);
+        let rows: usize = lead.iter().product();
         let base = l.base();
-        let mut y = frozen_matmul(&x.to_dtype(self.wdtype)?, base.weight())?;
+        let mut y = frozen_matmul(&xw.reshape((rows, inp[0]))?, base.weight())?;
         if let Some(b) = base.bias() {
             y = y.broadcast_add(b)?;
         }
-        let y = y.to_dtype(DType::F32)?;
-        let Some((a, b)) = l.lora_tensors() else {
-            return Ok(y);
-        };
-        let xd = if self.dropout > 0.0 {
-            let mask = Tensor::from_vec(
-                rng.dropout_mask(x.elem_count(), self.dropout),
-                x.shape(),
-                x.device(),
-            )?;
-            (x * mask)?
-        } else {
-            x.clone()
-        };
-        let branch = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        Ok((y + (branch * l.scale().unwrap_or(1.0))?)?)
+        let mut y = y.to_dtype(DType::F32)?;
+        if let Some((a, b)) = l.lora_tensors() {
+            let x2 = x.reshape((rows, inp[0]))?;
+            let xd = if self.dropout > 0.0 {
+                let mask = Tensor::from_vec(
+                    rng.dropout_mask(x2.elem_count(), self.dropout),
+                    x2.shape(),
+                    x2.device(),
+                )?;
+                (x2 * mask)?
+            } else {
+                x2
+            };
+            let branch = xd.matmul(&a.t()?)?.matmul(&b.t()?)?;
+            y = (y + (branch * l.scale().unwrap_or(1.0))?)?;
+        }
+        let mut shape = lead.to_vec();
+        shape.push(y.dim(1)?);
+        Ok(y.reshape(shape)?)
     }
 
     /// Vision features of one image, from the cache or the (frozen) tower.
     fn features(&self, p: &Pixels) -> Result<Arc<Features>, TrainError> {
-        let key = content_key(p);
-        if self.cache_vision {
+        let key = if self.cache_vision {
+            let key = content_key(p);
             if let Some(f) = self.cache.borrow().get(&key) {
                 return Ok(f.clone());
             }
-        }
+            Some(key)
+        } else {
+            None
+        };
         let pixels = Tensor::from_vec(p.data.clone(), (p.rows, p.cols), &self.device)?;
         let out = self.vision.forward(&pixels, &[p.grid_thw])?;
         let f = Arc::new(Features {
@@ -347,7 +364,7 @@ impl QwenTrain {
                 .map(|t| Ok(t.to_dtype(DType::F32)?.detach()))
                 .collect::<Result<_, candle_core::Error>>()?,
         });
-        if self.cache_vision {
+        if let Some(key) = key {
             self.cache.borrow_mut().insert(key, f.clone());
         }
         Ok(f)
@@ -452,9 +469,14 @@ impl QwenTrain {
         for (i, layer) in self.layers.iter().enumerate() {
             let l = &layer.linears;
             let hn = candle_nn::ops::rms_norm_slow(&x, &layer.input_norm, eps)?;
-            let q = self.linear(&l[0], &hn, rng)?.reshape((b, t, nh, hd))?;
-            let k = self.linear(&l[1], &hn, rng)?.reshape((b, t, nkv, hd))?;
-            let v = self.linear(&l[2], &hn, rng)?.reshape((b, t, nkv, hd))?;
+            let hw = hn.to_dtype(self.wdtype)?;
+            let q = self.linear(&l[0], &hn, &hw, rng)?.reshape((b, t, nh, hd))?;
+            let k = self
+                .linear(&l[1], &hn, &hw, rng)?
+                .reshape((b, t, nkv, hd))?;
+            let v = self
+                .linear(&l[2], &hn, &hw, rng)?
+                .reshape((b, t, nkv, hd))?;
             let q = candle_nn::ops::rms_norm_slow(&q, &layer.q_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -468,11 +490,13 @@ impl QwenTrain {
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-            x = (x + self.linear(&l[3], &y, rng)?)?;
+            x = (x + self.linear(&l[3], &y, &y.to_dtype(self.wdtype)?, rng)?)?;
             let hn = candle_nn::ops::rms_norm_slow(&x, &layer.post_norm, eps)?;
-            let g = self.linear(&l[4], &hn, rng)?.silu()?;
-            let u = self.linear(&l[5], &hn, rng)?;
-            x = (x + self.linear(&l[6], &(g * u)?, rng)?)?;
+            let hw = hn.to_dtype(self.wdtype)?;
+            let g = self.linear(&l[4], &hn, &hw, rng)?.silu()?;
+            let u = self.linear(&l[5], &hn, &hw, rng)?;
+            let gu = (g * u)?;
+            x = (x + self.linear(&l[6], &gu, &gu.to_dtype(self.wdtype)?, rng)?)?;
             if let Some((idx, ds)) = &visual {
                 if let Some(feat) = ds.get(i) {
                     x = x
@@ -557,8 +581,11 @@ impl TrainableModel for QwenTrain {
 
     fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
         check_case(case)?;
+        // The prompt exactly as `Qwen3VlModel::render` writes it for inference.
         let (text, sources) = match &self.template {
-            Some(t) => t.render(&case.messages).map_err(|e| data_error(case, e))?,
+            Some(t) => t
+                .render(&case.messages)
+                .map_err(|e| data_error(case, format!("chat template: {e}")))?,
             None => prompt::render(&case.messages),
         };
         let mut images = Vec::with_capacity(sources.len());
@@ -862,6 +889,50 @@ mod tests {
     }
 
     #[test]
+    fn bf16_weights_give_the_f32_loss_and_f32_lora_gradients() {
+        // The mixed-precision path a GPU run takes (bf16 base matmuls, f32 LoRA, norms and
+        // residual stream), exercised on the CPU.
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(dir.path());
+        let case = image_case(dir.path(), 64, 96, "What is it?", "a cat");
+        let mut losses = Vec::new();
+        for dtype in [DType::F32, DType::BF16] {
+            let mut m = QwenTrain::load(&ckpt, &Device::Cpu, dtype).unwrap();
+            let varmap = VarMap::new();
+            let mut rng = LoraRng::new(4);
+            let cfg = AdapterConfig::new(2, 4.0, 0.0, TargetModules::Pattern("all-linear".into()));
+            assert_eq!(
+                m.attach_trainable(&cfg, &varmap, &mut rng).unwrap().len(),
+                14
+            );
+            let ex = m.encode(&case, 512).unwrap();
+            let batch = plan(&[&ex], m.pad_id()).to_batch(&Device::Cpu).unwrap();
+            let loss = m.loss_sum(&batch, &mut rng).unwrap();
+            let grads = loss.backward().unwrap();
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                // B starts at zero, so on the first step only B's gradient is non-zero.
+                if name.ends_with("lora_B.weight") {
+                    let g = grads.get(var.as_tensor()).unwrap();
+                    assert_eq!(g.dtype(), DType::F32);
+                    let n = g
+                        .abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(n > 0.0, "{dtype:?} {name}");
+                }
+            }
+            losses.push(loss.to_scalar::<f32>().unwrap() / batch.n_targets as f32);
+        }
+        assert!(
+            (losses[0] - losses[1]).abs() < 0.05 * losses[0],
+            "{losses:?}"
+        );
+    }
+
+    #[test]
     fn unknown_targets_and_vision_targets_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
@@ -881,6 +952,27 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_data_uri_image_trains_like_the_same_file() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let m = QwenTrain::load(&checkpoint(dir.path()), &Device::Cpu, DType::F32).unwrap();
+        let from_file = image_case(dir.path(), 50, 77, "Colour?", "blue");
+        let mut from_uri = from_file.clone();
+        let bytes = std::fs::read(dir.path().join("img_50x77.png")).unwrap();
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        from_uri.messages[0].parts[0] = Part::Image {
+            image: ImageSource::DataUri(uri),
+        };
+        assert_eq!(
+            m.encode(&from_file, 512).unwrap(),
+            m.encode(&from_uri, 512).unwrap()
+        );
     }
 
     #[test]

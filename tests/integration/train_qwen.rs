@@ -95,7 +95,8 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     let rows_path = write_rows(dir.path());
     let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
     assert!(rows.iter().all(|c| c.has_images()));
-    let cfg = config(&ckpt, &rows_path, &dir.path().join("run"));
+    let mut cfg = config(&ckpt, &rows_path, &dir.path().join("run"));
+    cfg.save_merged = true;
     // Routed by config.json's model_type, as `vlmtest-train --base <folder>` does.
     let mut model = load_base(&cfg.base, &Device::Cpu, None).unwrap();
     assert!(model.label().starts_with("qwen3-vl-"));
@@ -132,6 +133,17 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
         };
         let got = reloaded.generate(&[req], &opts).pop().unwrap().unwrap();
         assert_eq!(got.text, row.answer, "{}", row.case);
+    }
+    // The merged folder is a checkpoint of its own with the same answers.
+    let mut merged =
+        Qwen3VlModel::load(&cfg.output_dir.join("merged"), None, &Device::Cpu).unwrap();
+    for (case, row) in rows.iter().zip(&after.rows) {
+        let req = Request {
+            name: row.case.clone(),
+            messages: &case.messages,
+        };
+        let got = merged.generate(&[req], &opts).pop().unwrap().unwrap();
+        assert_eq!(got.text, row.answer, "merged: {}", row.case);
     }
     // …and through `vlmtest --model <ckpt> --adapter <run>/adapter` (one batch of all rows).
     let mut spec_model = ModelSpec::parse(ckpt.to_str().unwrap(), Path::new("."))
@@ -249,6 +261,53 @@ fn every_lora_tensor_gets_a_nonzero_gradient_through_images_and_deepstack() {
             .to_scalar::<f32>()
             .unwrap();
         assert!(n > 0.0, "{name} got a zero gradient");
+    }
+}
+
+#[test]
+fn an_interrupted_qwen_run_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path());
+    let rows_path = write_rows(dir.path());
+    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let setup = |out: &str, steps: usize| {
+        let mut c = config(&ckpt, &rows_path, &dir.path().join(out));
+        c.eval_before = false;
+        c.val.clear();
+        c.dropout = 0.1;
+        c.batch_size = 2;
+        c.max_steps = steps;
+        c
+    };
+    let fresh = || load_base(ckpt.to_str().unwrap(), &Device::Cpu, None).unwrap();
+    let straight = setup("straight", 3);
+    train(&straight, fresh().as_mut(), &rows, &[], false).unwrap();
+    let mut cut = setup("cut", 1);
+    assert_eq!(
+        train(&cut, fresh().as_mut(), &rows, &[], false)
+            .unwrap()
+            .state
+            .step,
+        1
+    );
+    cut.max_steps = 3;
+    let resumed = train(&cut, fresh().as_mut(), &rows, &[], false).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(1));
+    let a = LoraAdapter::load(&straight.output_dir.join("adapter"), &Device::Cpu).unwrap();
+    let b = LoraAdapter::load(&cut.output_dir.join("adapter"), &Device::Cpu).unwrap();
+    assert_eq!(a.modules.len(), b.modules.len());
+    for (m, wa) in &a.modules {
+        let wb = &b.modules[m];
+        assert_eq!(
+            wa.a.to_vec2::<f32>().unwrap(),
+            wb.a.to_vec2::<f32>().unwrap(),
+            "{m} A"
+        );
+        assert_eq!(
+            wa.b.to_vec2::<f32>().unwrap(),
+            wb.b.to_vec2::<f32>().unwrap(),
+            "{m} B"
+        );
     }
 }
 

@@ -15,6 +15,9 @@ pub struct AnswerCache {
     dir: PathBuf,
     fingerprint: String,
     options_key: String,
+    /// Key answers by the case's name as well as its prompt: for recorded answers, which belong
+    /// to a case, not to a prompt (two cases may ask the same thing and be answered apart).
+    by_name: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -31,7 +34,14 @@ impl AnswerCache {
             dir: root.join(&fp[..16]),
             fingerprint: fingerprint.to_owned(),
             options_key: serde_json::to_string(options).unwrap_or_default(),
+            by_name: false,
         }
+    }
+
+    /// Keys every answer by its case's name too (see the field).
+    pub fn keyed_by_case_name(mut self, yes: bool) -> Self {
+        self.by_name = yes;
+        self
     }
 
     /// The default location: `<project>/target/vlmtest/answers`, or `$VLMTEST_ANSWER_CACHE`.
@@ -49,6 +59,9 @@ impl AnswerCache {
         let mut h = Sha256::new();
         h.update(case.prompt_hash().as_bytes());
         h.update(self.options_key.as_bytes());
+        if self.by_name {
+            h.update(case.id.test_name().as_bytes());
+        }
         hex(&h.finalize())
     }
 
@@ -78,5 +91,63 @@ impl AnswerCache {
             serde_json::to_vec(&entry).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(&tmp, &path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::case::{CaseId, Message, Origin, Role};
+
+    fn case(id: &str, question: &str) -> Case {
+        Case {
+            id: CaseId::new("s", "c", id),
+            tags: vec![],
+            messages: vec![Message::text(Role::User, question)],
+            reference: None,
+            context: None,
+            expect: vec![],
+            metadata: BTreeMap::new(),
+            ignored: false,
+            origin: Origin {
+                file: PathBuf::from("x.jsonl"),
+                line: Some(1),
+            },
+        }
+    }
+
+    fn answer(text: &str) -> Answer {
+        Answer {
+            text: text.into(),
+            prompt_tokens: 1,
+            generated_tokens: 1,
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_same_prompt_shares_an_answer_unless_keyed_by_case_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerationOptions { max_new_tokens: 8 };
+        let (a, b) = (case("a", "same question"), case("b", "same question"));
+        let shared = AnswerCache::new(dir.path(), "model", &opts);
+        shared.put(&a, &answer("one")).unwrap();
+        assert_eq!(shared.get(&b).unwrap().text, "one");
+
+        let named = AnswerCache::new(dir.path(), "replay", &opts).keyed_by_case_name(true);
+        named.put(&a, &answer("for a")).unwrap();
+        assert!(named.get(&b).is_none());
+        named.put(&b, &answer("for b")).unwrap();
+        assert_eq!(named.get(&a).unwrap().text, "for a");
+        assert_eq!(named.get(&b).unwrap().text, "for b");
+        // Another fingerprint or other options never see these answers.
+        let other = AnswerCache::new(
+            dir.path(),
+            "model",
+            &GenerationOptions { max_new_tokens: 9 },
+        );
+        assert!(other.get(&a).is_none());
     }
 }

@@ -229,10 +229,19 @@ fn run(
         eprintln!("error: no cases selected");
         return exit::ERROR;
     }
+    // Each suite may name its own model; list the ones this run uses.
+    let mut models: Vec<&str> = cases
+        .iter()
+        .map(|c| session.config.model_spec_for(&c.id.suite))
+        .collect();
+    models.sort_unstable();
+    models.dedup();
+    let models: Vec<String> = models.iter().map(|m| format!("`{m}`")).collect();
     eprintln!(
-        "vlmtest: {} cases, model `{}`",
+        "vlmtest: {} cases, model{} {}",
         cases.len(),
-        session.config.model.spec
+        if models.len() == 1 { "" } else { "s" },
+        models.join(", ")
     );
     let eval = session.evaluate(&cases, true);
     if matches!(format, Format::Table) {

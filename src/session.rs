@@ -227,7 +227,8 @@ impl Session {
                     &AnswerCache::default_root(&self.root),
                     &fingerprint,
                     &options,
-                );
+                )
+                .keyed_by_case_name(matches!(spec, ModelSpec::Replay(_)));
                 let g = Generation {
                     spec: &spec,
                     options,

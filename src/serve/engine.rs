@@ -12,6 +12,12 @@ pub trait LogitsModel: Send {
     /// The prompt text for `messages`, ending with the assistant generation prompt.
     fn render(&self, messages: &[Message]) -> Result<String, ModelError>;
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError>;
+    /// The prompt ids of `messages` (rendered and encoded). A model that takes images prepares
+    /// them here, for the prefill (`forward_logits` at position 0) that follows.
+    fn prompt(&mut self, messages: &[Message]) -> Result<Vec<u32>, ModelError> {
+        let text = self.render(messages)?;
+        self.encode(&text)
+    }
     /// Logits of the last position after feeding `tokens` at position `pos` (0 clears the cache).
     fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError>;
     fn eos_tokens(&self) -> &[u32];
@@ -58,8 +64,7 @@ pub fn generate(
     messages: &[Message],
     opts: &GenOptions,
 ) -> Result<Generation, ModelError> {
-    let prompt = model.render(messages)?;
-    let prompt_ids = model.encode(&prompt)?;
+    let prompt_ids = model.prompt(messages)?;
     if prompt_ids.is_empty() {
         return Err(ModelError::Other("empty prompt".into()));
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod constrain;
 pub mod engine;
 pub mod http;
+pub mod models;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,8 @@ use engine::LogitsModel;
 pub enum ServeError {
     #[error("failed to load the model: {0}")]
     Model(#[from] ModelError),
-    #[error("--adapter is not supported for {0} yet (GGUF models take no LoRA adapter)")]
-    AdapterUnsupported(String),
+    #[error("`vlmtest serve` serves a local model (a .gguf file, `smollm2` or a Qwen3-VL checkpoint folder), not {0}")]
+    NotLocal(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -35,10 +36,11 @@ pub enum ServeError {
 /// `vlmtest serve` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// The model to serve: a .gguf file, or `smollm2` for the default model (fetched on first use).
+    /// The model to serve: a .gguf file, `smollm2` for the default model (fetched on first use),
+    /// or a Qwen3-VL checkpoint folder.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
-    /// A PEFT-format LoRA adapter folder to apply (vision checkpoints only).
+    /// A PEFT-format LoRA adapter folder to apply (merged at load; GGUF models run in f32 then).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// Address to listen on. Keep the loopback default unless the network is trusted: there is no
@@ -98,13 +100,34 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf, ModelError> {
     }
 }
 
+/// Loads the model `--model` (+ `--adapter`) names and puts it behind the engine: a GGUF
+/// (quantized, as `vlmtest run` answers with it), a GGUF with a PEFT adapter (merged, f32), or a
+/// Qwen3-VL checkpoint folder (images accepted), with or without an adapter.
+pub fn load_logits_model(
+    spec: &str,
+    adapter: Option<&Path>,
+) -> Result<(Box<dyn LogitsModel>, PathBuf), ServeError> {
+    let parsed =
+        ModelSpec::parse(spec, Path::new("."))?.with_adapter(adapter.map(Path::to_path_buf))?;
+    Ok(match parsed {
+        ModelSpec::Gguf(path) => (Box::new(GgufLogits::load(&path)?), path),
+        ModelSpec::GgufAdapter { gguf, adapter } => (
+            Box::new(models::AdaptedGgufLogits::load(&gguf, &adapter)?),
+            gguf,
+        ),
+        ModelSpec::Checkpoint { dir, adapter } => (
+            Box::new(models::QwenLogits::load(&dir, adapter.as_deref())?),
+            dir,
+        ),
+        other @ (ModelSpec::Replay(_) | ModelSpec::OpenAi(_)) => {
+            return Err(ServeError::NotLocal(format!("{other:?}")))
+        }
+    })
+}
+
 /// Loads the model and serves until the process ends.
 pub fn run_serve(args: &ServeArgs) -> Result<(), ServeError> {
-    if args.adapter.is_some() {
-        return Err(ServeError::AdapterUnsupported(args.model.clone()));
-    }
-    let path = resolve_model(&args.model)?;
-    let model = GgufLogits::load(&path)?;
+    let (model, path) = load_logits_model(&args.model, args.adapter.as_deref())?;
     let name = args
         .name
         .clone()
@@ -114,8 +137,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<(), ServeError> {
         max_tokens_cap: args.max_tokens,
     };
     let addr = SocketAddr::new(args.host, args.port);
-    http::serve_blocking(Box::new(model), &config, addr)
-        .map_err(|source| ServeError::Bind { addr, source })
+    http::serve_blocking(model, &config, addr).map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn default_name(spec: &str, path: &Path) -> String {

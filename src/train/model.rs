@@ -333,6 +333,19 @@ impl AdaptedGguf {
         })
     }
 
+    /// The merged f32 network (its `forward_cached` serves token-by-token decoding).
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop
+    }
+
     pub fn answer(
         &self,
         messages: &[Message],

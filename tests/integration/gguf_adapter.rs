@@ -1,9 +1,18 @@
 //! Train → test on the default model, as a user runs it: `vlmtest-train` writes a PEFT adapter
 //! for SmolLM2, then `vlmtest run --model smollm2 --adapter <it>` evaluates the suite with the
-//! adapter merged, and passes cases that the base model fails.
+//! adapter merged, and passes cases that the base model fails; `vlmtest serve --adapter` answers
+//! with it over HTTP exactly as in process.
 
 use std::path::Path;
 use std::process::Command;
+
+use vlmtest::case::{Message, Role};
+use vlmtest::model::fetch::ensure_default_model;
+use vlmtest::model::openai::OpenAiModel;
+use vlmtest::model::{GenerationOptions, Model, Request};
+use vlmtest::serve::http::{spawn, ServerConfig};
+use vlmtest::serve::load_logits_model;
+use vlmtest::train::model::AdaptedGguf;
 
 const FACTS: [(&str, &str); 4] = [
     ("What is the code word for blue?", "Zebra 42"),
@@ -124,6 +133,30 @@ fn a_trained_adapter_is_evaluated_with_vlmtest_run() {
     // A re-run is answered from the cache, keyed by the adapter's bytes too.
     let again = evaluate(root, &["--adapter", adapter.to_str().unwrap()]);
     assert_eq!(passed(&again), passed(&tuned));
+
+    // The same adapter behind `vlmtest serve` answers over HTTP as it does in process.
+    let (served, _) = load_logits_model("smollm2", Some(&adapter)).expect("serve loads it");
+    let config = ServerConfig {
+        name: "tuned".into(),
+        max_tokens_cap: 16,
+    };
+    let server = spawn(served, &config, "127.0.0.1:0".parse().unwrap()).expect("listen");
+    let mut remote = OpenAiModel::from_spec(&format!("openai:{}#tuned", server.url())).unwrap();
+    let local = AdaptedGguf::load(&ensure_default_model().unwrap(), Some(&adapter)).unwrap();
+    for (q, _) in FACTS {
+        let msgs = [Message::text(Role::User, q)];
+        let req = [Request {
+            name: q.into(),
+            messages: &msgs,
+        }];
+        let over_http = remote.generate(&req, &GenerationOptions { max_new_tokens: 8 });
+        let over_http = over_http[0].as_ref().expect("served answer");
+        assert_eq!(
+            over_http.text.trim(),
+            local.answer(&msgs, 8).unwrap().text,
+            "{q}"
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod judge_faults;
 mod judge_serve;
 mod qwen_model;
 mod qwen_parity;
+mod serve_models;
 mod suite_loading;
 mod task_import;
 mod task_reference;

@@ -19,7 +19,7 @@ fn load(ckpt: &Path) -> Qwen3VlModel {
     Qwen3VlModel::load(ckpt, None, &Device::Cpu).unwrap()
 }
 
-fn image_message(dir: &Path, w: u32, h: u32, question: &str) -> Message {
+pub fn image_message(dir: &Path, w: u32, h: u32, question: &str) -> Message {
     let path = dir.join(format!("img_{w}x{h}.png"));
     fixture::write_image(&path, w, h, u64::from(w * 1000 + h)).unwrap();
     Message {

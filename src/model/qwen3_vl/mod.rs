@@ -47,6 +47,9 @@ pub struct Network {
     text: TextModel,
     device: Device,
     dtype: DType,
+    /// Rotary position offset of the prompt being continued by `step_logits` (text after an
+    /// image resumes at the largest position plus one, not at its index).
+    step_delta: i64,
 }
 
 /// Inputs of a prefill: embeddings with the image rows in place and what DeepStack needs.
@@ -77,6 +80,7 @@ impl Network {
             text,
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            step_delta: 0,
         })
     }
 
@@ -199,6 +203,55 @@ impl Network {
             .text
             .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
         Ok(self.text.logits(&h.squeeze(0)?)?)
+    }
+
+    /// Prefills one prompt (cache reset) and returns the next-token logits after its last
+    /// position; `step_logits` then continues it a token at a time (a server's decoding loop).
+    pub fn start_logits(&mut self, p: &Prepared) -> Result<Vec<f32>, ModelError> {
+        self.reset();
+        let len = p.ids.len();
+        if len == 0 {
+            return Err(ModelError::Other("empty prompt".into()));
+        }
+        let inputs = self.prefill_inputs(&[p], len, 0)?;
+        let (pos, delta) = self.positions(p)?;
+        let [t, h, w] = pos;
+        let cos_sin = self
+            .text
+            .rope
+            .cos_sin(&[vec![t], vec![h], vec![w]], &self.device)?;
+        let mask = text::attention_mask(&[vec![true; len]], 0, len, &self.device)?;
+        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
+            indices: idx,
+            features: &inputs.deepstack,
+        });
+        let hidden =
+            self.text
+                .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let last = hidden.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
+        self.step_delta = delta;
+        Ok(self.text.logits(&last)?.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Feeds one token after what the cache holds (see `start_logits`); its next-token logits.
+    pub fn step_logits(&mut self, token: u32) -> Result<Vec<f32>, ModelError> {
+        let past = self.text.cached_len();
+        if past == 0 {
+            return Err(ModelError::Other("step_logits before start_logits".into()));
+        }
+        let ids = Tensor::from_vec(vec![token], (1, 1), &self.device)?;
+        let e = self.text.embed(&ids)?;
+        let p = vec![vec![past as i64 + self.step_delta]];
+        let cos_sin = self
+            .text
+            .rope
+            .cos_sin(&[p.clone(), p.clone(), p], &self.device)?;
+        let h = self.text.forward_hidden(&e, &cos_sin, None, None)?;
+        Ok(self
+            .text
+            .logits(&h.squeeze(1)?)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?)
     }
 
     /// Logits for every position, computed by prefilling the first `split` tokens and then

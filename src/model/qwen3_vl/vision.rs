@@ -258,16 +258,23 @@ impl VisionModel {
                 .reshape((n, 3, heads, hd))?;
             let mut outs = Vec::with_capacity(lens.len());
             let mut start = 0;
-            for &len in &lens {
-                let part = qkv.narrow(0, start, len)?;
-                let c = cos.narrow(0, start, len)?;
-                let s = sin.narrow(0, start, len)?;
-                // (len, 3, heads, hd) -> three (1, heads, len, hd)
-                let get = |i: usize| -> Result<Tensor> {
-                    part.narrow(1, i, 1)?
-                        .squeeze(1)?
-                        .transpose(0, 1)?
-                        .unsqueeze(0)?
+            let mut i = 0;
+            // Attention stays within each image; consecutive images with the same patch count
+            // go through it together as one batch (same arithmetic, one set of kernels).
+            while i < lens.len() {
+                let len = lens[i];
+                let n = lens[i..].iter().take_while(|&&l| l == len).count();
+                let rows = n * len;
+                let part = qkv
+                    .narrow(0, start, rows)?
+                    .reshape((n, len, 3, heads, hd))?;
+                let c = cos.narrow(0, start, rows)?.reshape((n, len, ()))?;
+                let s = sin.narrow(0, start, rows)?.reshape((n, len, ()))?;
+                // (n, len, 3, heads, hd) -> three (n, heads, len, hd)
+                let get = |k: usize| -> Result<Tensor> {
+                    part.narrow(2, k, 1)?
+                        .squeeze(2)?
+                        .transpose(1, 2)?
                         .contiguous()
                 };
                 let q = candle_nn::rotary_emb::rope(&get(0)?.to_dtype(DType::F32)?, &c, &s)?;
@@ -279,9 +286,10 @@ impl VisionModel {
                 // In the model's dtype like the reference; the softmax accumulates in f32.
                 let scores = (q.matmul(&k.t()?)? * scale)?;
                 let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                let o = probs.matmul(&v)?; // (1, heads, len, hd)
-                outs.push(o.squeeze(0)?.transpose(0, 1)?.reshape((len, d))?);
-                start += len;
+                let o = probs.matmul(&v)?; // (n, heads, len, hd)
+                outs.push(o.transpose(1, 2)?.reshape((rows, d))?);
+                start += rows;
+                i += n;
             }
             let attn = blk.proj.forward(&Tensor::cat(&outs, 0)?)?;
             let x1 = (x + attn)?;

@@ -182,52 +182,18 @@ impl Network {
 
     /// Logits `(len, vocab)` f32 for every position of one prepared prompt (cache reset first).
     pub fn prompt_logits(&mut self, p: &Prepared) -> Result<Tensor, ModelError> {
-        self.reset();
-        let len = p.ids.len();
-        let inputs = self.prefill_inputs(&[p], len, 0)?;
-        let pos = self.positions(p)?;
-        let cos_sin = self.text.rope.cos_sin(
-            &[
-                vec![pos.0[0].clone()],
-                vec![pos.0[1].clone()],
-                vec![pos.0[2].clone()],
-            ],
-            &self.device,
-        )?;
-        let mask = text::attention_mask(&[vec![true; len]], 0, len, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
-            indices: idx,
-            features: &inputs.deepstack,
-        });
-        let h = self
-            .text
-            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let (h, _) = self.prefill_one(p)?;
         Ok(self.text.logits(&h.squeeze(0)?)?)
     }
 
     /// Prefills one prompt (cache reset) and returns the next-token logits after its last
     /// position; `step_logits` then continues it a token at a time (a server's decoding loop).
     pub fn start_logits(&mut self, p: &Prepared) -> Result<Vec<f32>, ModelError> {
-        self.reset();
         let len = p.ids.len();
         if len == 0 {
             return Err(ModelError::Other("empty prompt".into()));
         }
-        let inputs = self.prefill_inputs(&[p], len, 0)?;
-        let (pos, delta) = self.positions(p)?;
-        let [t, h, w] = pos;
-        let cos_sin = self
-            .text
-            .rope
-            .cos_sin(&[vec![t], vec![h], vec![w]], &self.device)?;
-        let mask = text::attention_mask(&[vec![true; len]], 0, len, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
-            indices: idx,
-            features: &inputs.deepstack,
-        });
-        let hidden =
-            self.text
-                .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let (hidden, delta) = self.prefill_one(p)?;
         let last = hidden.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
         self.step_delta = delta;
         Ok(self.text.logits(&last)?.squeeze(0)?.to_vec1::<f32>()?)
@@ -239,19 +205,61 @@ impl Network {
         if past == 0 {
             return Err(ModelError::Other("step_logits before start_logits".into()));
         }
-        let ids = Tensor::from_vec(vec![token], (1, 1), &self.device)?;
+        let logits = self.decode_step(vec![token], vec![past as i64 + self.step_delta], None)?;
+        Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// The prefill of one unpadded prompt (cache reset): final hidden states `(1, len, hidden)`
+    /// and the rotary offset its continuation needs.
+    fn prefill_one(&mut self, p: &Prepared) -> Result<(Tensor, i64), ModelError> {
+        let ([t, h, w], delta) = self.positions(p)?;
+        let valid = [vec![true; p.ids.len()]];
+        let hidden = self.prefill(&[p], &[vec![t], vec![h], vec![w]], &valid, 0)?;
+        Ok((hidden, delta))
+    }
+
+    /// Resets the cache and runs the decoder over a batch of prompts left-padded to one length
+    /// (`pad` fills the ids, `valid` marks the real tokens), images and DeepStack included;
+    /// returns the final hidden states `(b, len, hidden)`.
+    fn prefill(
+        &mut self,
+        batch: &[&Prepared],
+        pos: &[Vec<Vec<i64>>; 3],
+        valid: &[Vec<bool>],
+        pad: u32,
+    ) -> Result<Tensor, ModelError> {
+        self.reset();
+        let len = valid.first().map_or(0, Vec::len);
+        let inputs = self.prefill_inputs(batch, len, pad)?;
+        let cos_sin = self.text.rope.cos_sin(pos, &self.device)?;
+        let mask = text::attention_mask(valid, 0, len, &self.device)?;
+        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
+            indices: idx,
+            features: &inputs.deepstack,
+        });
+        Ok(self
+            .text
+            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?)
+    }
+
+    /// One decode step: each row's token at its rotary position (the same on all three mrope
+    /// axes, as for any text after the prompt), after what the cache holds; logits `(b, vocab)`.
+    fn decode_step(
+        &mut self,
+        tokens: Vec<u32>,
+        positions: Vec<i64>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
+        let b = tokens.len();
+        let ids = Tensor::from_vec(tokens, (b, 1), &self.device)?;
         let e = self.text.embed(&ids)?;
-        let p = vec![vec![past as i64 + self.step_delta]];
+        let p: Vec<Vec<i64>> = positions.into_iter().map(|x| vec![x]).collect();
         let cos_sin = self
             .text
             .rope
             .cos_sin(&[p.clone(), p.clone(), p], &self.device)?;
-        let h = self.text.forward_hidden(&e, &cos_sin, None, None)?;
-        Ok(self
-            .text
-            .logits(&h.squeeze(1)?)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?)
+        let h = self.text.forward_hidden(&e, &cos_sin, mask, None)?;
+        Ok(self.text.logits(&h.squeeze(1)?)?)
     }
 
     /// Logits for every position, computed by prefilling the first `split` tokens and then
@@ -341,16 +349,7 @@ impl Network {
             }
             deltas.push(max + 1 - len as i64);
         }
-        let inputs = self.prefill_inputs(batch, len, pad)?;
-        let cos_sin = self.text.rope.cos_sin(&pos, &self.device)?;
-        let mask = text::attention_mask(&valid, 0, len, &self.device)?;
-        let ds = inputs.visual_idx.as_ref().map(|idx| Deepstack {
-            indices: idx,
-            features: &inputs.deepstack,
-        });
-        let h = self
-            .text
-            .forward_hidden(&inputs.embeds, &cos_sin, Some(&mask), ds.as_ref())?;
+        let h = self.prefill(batch, &pos, &valid, pad)?;
         // Contiguous: cuBLAS takes no row-strided left operand (the CPU backend does).
         let last = h.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
         let mut next = text::argmax_rows(&self.text.logits(&last)?)?;
@@ -371,13 +370,7 @@ impl Network {
                 break;
             }
             let past = len + step;
-            let ids = Tensor::from_vec(next.clone(), (b, 1), &self.device)?;
-            let e = self.text.embed(&ids)?;
-            let p: Vec<Vec<i64>> = deltas.iter().map(|d| vec![past as i64 + d]).collect();
-            let cos_sin = self
-                .text
-                .rope
-                .cos_sin(&[p.clone(), p.clone(), p], &self.device)?;
+            let positions: Vec<i64> = deltas.iter().map(|d| past as i64 + d).collect();
             let mask = if padded {
                 for row in &mut valid {
                     row.push(true);
@@ -386,10 +379,7 @@ impl Network {
             } else {
                 None
             };
-            let h = self
-                .text
-                .forward_hidden(&e, &cos_sin, mask.as_ref(), None)?;
-            next = text::argmax_rows(&self.text.logits(&h.squeeze(1)?)?)?;
+            next = text::argmax_rows(&self.decode_step(next, positions, mask.as_ref())?)?;
         }
         Ok(out)
     }

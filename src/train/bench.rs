@@ -145,22 +145,9 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
     let inputs = Tensor::from_vec(inputs, (b, t - 1), &device)?;
     let positions = Tensor::from_vec(positions, n, &device)?;
     let targets = Tensor::from_vec(targets, n, &device)?;
-    let mut rng = LoraRng::new(0);
-    let mut losses = Vec::new();
-    let mut timed = 0f64;
-    for step in 0..args.warmup + args.steps {
-        let start = Instant::now();
-        let loss = (llama.loss_sum(&inputs, &positions, &targets, &mut rng)? / n as f64)?;
-        let mut acc = GradAccumulator::default();
-        acc.add(&vars, &loss.backward()?)?;
-        acc.clip(1.0)?;
-        opt.step(&acc)?;
-        losses.push(loss.to_scalar::<f32>()?);
-        if step >= args.warmup {
-            timed += start.elapsed().as_secs_f64();
-        }
-    }
-    let sps = timed / args.steps.max(1) as f64;
+    let (sps, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
+        Ok((llama.loss_sum(&inputs, &positions, &targets, rng)? / n as f64)?)
+    })?;
     Ok(BenchResult {
         implementation: "vlmtest (candle)",
         base: args.base.clone(),
@@ -180,6 +167,36 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
         image_tokens: 0,
         trainable_params: vars.values().map(|v| v.elem_count()).sum(),
     })
+}
+
+/// Runs `warmup + steps` training steps (mean loss, backward, clipping at 1.0, AdamW) and
+/// returns the mean seconds of the timed ones (the device synchronised around each step) and
+/// every step's loss.
+fn timed_steps(
+    args: &BenchArgs,
+    device: &Device,
+    vars: &BTreeMap<String, candle_core::Var>,
+    opt: &mut AdamW,
+    mut mean_loss: impl FnMut(&mut LoraRng) -> Result<Tensor, TrainError>,
+) -> Result<(f64, Vec<f32>), TrainError> {
+    let mut rng = LoraRng::new(0);
+    let mut losses = Vec::new();
+    let mut timed = 0f64;
+    for step in 0..args.warmup + args.steps {
+        device.synchronize()?;
+        let start = Instant::now();
+        let loss = mean_loss(&mut rng)?;
+        let mut acc = GradAccumulator::default();
+        acc.add(vars, &loss.backward()?)?;
+        acc.clip(1.0)?;
+        opt.step(&acc)?;
+        losses.push(loss.to_scalar::<f32>()?);
+        device.synchronize()?;
+        if step >= args.warmup {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    Ok((timed / args.steps.max(1) as f64, losses))
 }
 
 /// A seeded RGB image (smooth gradients plus noise), preprocessed as the checkpoint's processor
@@ -276,24 +293,9 @@ fn run_qwen_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
     let refs: Vec<&Example> = examples.iter().collect();
     let batch = plan(&refs, model.pad_id()).to_batch(&device)?;
     let n = batch.n_targets;
-    let mut rng = LoraRng::new(0);
-    let mut losses = Vec::new();
-    let mut timed = 0f64;
-    for step in 0..args.warmup + args.steps {
-        device.synchronize()?;
-        let start = Instant::now();
-        let loss = (model.loss_sum(&batch, &mut rng)? / n as f64)?;
-        let mut acc = GradAccumulator::default();
-        acc.add(&vars, &loss.backward()?)?;
-        acc.clip(1.0)?;
-        opt.step(&acc)?;
-        losses.push(loss.to_scalar::<f32>()?);
-        device.synchronize()?;
-        if step >= args.warmup {
-            timed += start.elapsed().as_secs_f64();
-        }
-    }
-    let sps = timed / args.steps.max(1) as f64;
+    let (sps, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
+        Ok((model.loss_sum(&batch, rng)? / n as f64)?)
+    })?;
     Ok(BenchResult {
         implementation: "vlmtest (candle)",
         base: args.base.clone(),

@@ -25,3 +25,6 @@ pub mod suite;
 pub mod task;
 pub mod train;
 pub mod verdict;
+
+#[cfg(test)]
+mod test_support;

@@ -5,6 +5,7 @@ use clap::Parser;
 use vlmtest::train::cli::{run, Cli};
 
 fn main() -> std::process::ExitCode {
+    vlmtest::train::tune_allocator();
     let cli = Cli::parse();
     match run(cli).map_err(anyhow::Error::from) {
         Ok(text) => {

@@ -1,21 +1,58 @@
-//! Matmul with a frozen weight whose backward computes only the input's gradient.
+//! `x · Wᵀ` with a frozen weight, on any device and dtype, whose backward computes only the
+//! input's gradient.
 //!
 //! candle's `matmul` backward always computes both operands' gradients, so every frozen base
-//! layer (and the tied output head, 49152×576) would pay a full extra matmul per step for a weight
-//! gradient that is thrown away. This custom op carries the weight inside it: the graph sees one
-//! input, and `bwd` returns `grad · W` only.
+//! layer (and a tied 49152×576 output head) would pay one extra matmul per step for a weight
+//! gradient nobody reads. This custom op carries the weight inside it, so the graph sees one input
+//! and `bwd` returns `grad · W` only. It calls the storage backend's own matmul (the one
+//! `Tensor::matmul` uses) on the input's storage in place, without copies, so it also runs on CUDA
+//! and in bf16. The same generic code serves both backends, so the CPU tests check the layouts the
+//! GPU uses.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
-use candle_nn::Linear;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 struct FrozenMatmul {
     /// (out, in).
     weight: Tensor,
 }
 
+/// The output shape and `(m, n, k)` for an input of `layout` times the (n, k) weight.
+fn dims(layout: &Layout, weight: &Tensor) -> candle_core::Result<(Shape, usize, usize, usize)> {
+    let (n, k) = weight.dims2()?;
+    let d = layout.shape().dims();
+    let Some((&last, lead)) = d.split_last() else {
+        candle_core::bail!("frozen-matmul: the input has no dimensions")
+    };
+    if last != k {
+        candle_core::bail!("frozen-matmul: input width {last} but the weight is {n}x{k}")
+    }
+    if !layout.is_contiguous() {
+        candle_core::bail!("frozen-matmul: the input must be contiguous")
+    }
+    let mut out = lead.to_vec();
+    out.push(n);
+    Ok((Shape::from(out), lead.iter().product(), n, k))
+}
+
+/// `x (m, k) · Wᵀ` through the backend: the weight's (n, k) layout transposed is the strided
+/// (k, n) operand `Tensor::matmul` would pass for `w.t()`.
+fn backend_matmul<S: BackendStorage>(
+    x: &S,
+    layout: &Layout,
+    w: &S,
+    w_layout: &Layout,
+    weight: &Tensor,
+) -> candle_core::Result<(S, Shape)> {
+    let (shape, m, n, k) = dims(layout, weight)?;
+    let lhs = Layout::contiguous_with_offset((m, k), layout.start_offset());
+    let rhs = w_layout.transpose(0, 1)?;
+    Ok((x.matmul(w, (1, m, n, k), &lhs, &rhs)?, shape))
+}
+
 impl CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        "frozen-matmul-any"
     }
 
     fn cpu_fwd(
@@ -23,16 +60,23 @@ impl CustomOp1 for FrozenMatmul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen-matmul: only f32 is supported")
+        let (ws, wl) = self.weight.storage_and_layout();
+        let Storage::Cpu(w) = &*ws else {
+            candle_core::bail!("frozen-matmul: the weight is not on the CPU")
         };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-matmul: the input must be contiguous")
+        backend_matmul(storage, layout, w, wl, &self.weight)
+    }
+
+    fn cuda_fwd(
+        &self,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (ws, wl) = self.weight.storage_and_layout();
+        let Storage::Cuda(w) = &*ws else {
+            candle_core::bail!("frozen-matmul: the weight is not on the GPU")
         };
-        let x = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
-        let y = Linear::new(self.weight.clone(), None).forward(&x)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+        backend_matmul(storage, layout, w, wl, &self.weight)
     }
 
     fn bwd(
@@ -45,63 +89,85 @@ impl CustomOp1 for FrozenMatmul {
     }
 }
 
-/// `x · Wᵀ` for a weight that gets no gradient. Falls back to the plain matmul off the CPU or for
-/// other dtypes (correct, only slower).
-pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && x.rank() >= 2
-    {
-        x.contiguous()?.apply_op1(FrozenMatmul {
-            weight: weight.clone(),
-        })
-    } else {
-        Linear::new(weight.clone(), None).forward(x)
+/// `x · Wᵀ` for a weight that gets no gradient; `x` and `weight` share device and dtype.
+pub fn frozen_matmul(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() != weight.dtype() {
+        candle_core::bail!(
+            "frozen-matmul: input is {:?} but the weight is {:?}",
+            x.dtype(),
+            weight.dtype()
+        )
     }
+    // The backend matmul wants a contiguous weight with its own (n, k) layout.
+    let weight = weight.contiguous()?;
+    x.contiguous()?.apply_op1(FrozenMatmul { weight })
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::{Linear, Module};
 
     use super::*;
     use crate::lora::LoraRng;
+    use crate::test_support::max_abs_diff;
 
     #[test]
-    fn same_output_and_input_gradient_as_matmul() {
-        let mut rng = LoraRng::new(1);
+    fn equals_linear_in_value_and_input_gradient() {
+        let mut rng = LoraRng::new(5);
         let dev = Device::Cpu;
-        let w = Tensor::from_vec(rng.uniform(5 * 3, 1.0), (5, 3), &dev).unwrap();
-        let x = Var::from_tensor(
-            &Tensor::from_vec(rng.uniform(2 * 4 * 3, 1.0), (2, 4, 3), &dev).unwrap(),
-        )
-        .unwrap();
-        let plain = Linear::new(w.clone(), None).forward(x.as_tensor()).unwrap();
-        let fast = frozen_linear(x.as_tensor(), &w).unwrap();
-        let d = (&plain - &fast)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
+        for dtype in [DType::F32, DType::BF16] {
+            let w = Tensor::from_vec(rng.uniform(7 * 3, 1.0), (7, 3), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let x = Var::from_tensor(
+                &Tensor::from_vec(rng.uniform(3 * 4 * 3, 1.0), (3, 4, 3), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
             .unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
-        let g1 = plain.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (
-            g1.get(x.as_tensor()).unwrap(),
-            g2.get(x.as_tensor()).unwrap(),
-        );
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+            // A contiguous view with an offset: the op must read from the layout's start.
+            let xv = x.as_tensor().narrow(0, 1, 2).unwrap();
+            assert!(xv.layout().start_offset() > 0 && xv.is_contiguous());
+            let plain = Linear::new(w.clone(), None).forward(&xv).unwrap();
+            let fast = frozen_matmul(&xv, &w).unwrap();
+            assert_eq!(fast.dims(), &[2, 4, 7]);
+            let tol = if dtype == DType::F32 { 1e-6 } else { 2e-2 };
+            assert!(max_abs_diff(&plain, &fast) < tol, "{dtype:?}");
+            let g1 = plain
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = fast
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (a, b) = (
+                g1.get(x.as_tensor()).unwrap(),
+                g2.get(x.as_tensor()).unwrap(),
+            );
+            let tol = if dtype == DType::F32 { 1e-5 } else { 5e-2 };
+            assert!(max_abs_diff(a, b) < tol, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn mismatched_dtypes_are_refused() {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((2, 3), DType::BF16, &dev).unwrap();
+        let x = Tensor::zeros((1, 3), DType::F32, &dev).unwrap();
+        assert!(frozen_matmul(&x, &w).is_err());
     }
 }

@@ -205,7 +205,7 @@ impl LoraLinear {
 
 /// The base layer's forward without a weight gradient (see `frozen`).
 fn frozen_forward(base: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
-    let y = super::frozen::frozen_linear(x, base.weight())?;
+    let y = super::frozen::frozen_matmul(x, base.weight())?;
     match base.bias() {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
@@ -259,19 +259,7 @@ pub fn random_linear(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::test_support::max_abs_diff;
 
     fn layer(rng: &mut LoraRng) -> LoraLinear {
         let dev = Device::Cpu;

@@ -74,6 +74,11 @@ pub struct BenchResult {
     pub steps: usize,
     pub threads: usize,
     pub seconds_per_step: f64,
+    /// The step split into the forward with the loss, the backward, and clipping + AdamW (means
+    /// of the timed steps, the device synchronised between the parts).
+    pub forward_seconds: f64,
+    pub backward_seconds: f64,
+    pub optimizer_seconds: f64,
     pub tokens_per_second: f64,
     pub first_loss: f32,
     pub last_loss: f32,
@@ -145,7 +150,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
     let inputs = Tensor::from_vec(inputs, (b, t - 1), &device)?;
     let positions = Tensor::from_vec(positions, n, &device)?;
     let targets = Tensor::from_vec(targets, n, &device)?;
-    let (sps, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
+    let (times, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
         Ok((llama.loss_sum(&inputs, &positions, &targets, rng)? / n as f64)?)
     })?;
     Ok(BenchResult {
@@ -157,8 +162,11 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
         seq_len: t,
         steps: args.steps,
         threads: candle_core::utils::get_num_threads(),
-        seconds_per_step: sps,
-        tokens_per_second: (b * t) as f64 / sps,
+        seconds_per_step: times.step,
+        forward_seconds: times.forward,
+        backward_seconds: times.backward,
+        optimizer_seconds: times.optimizer,
+        tokens_per_second: (b * t) as f64 / times.step,
         first_loss: losses.first().copied().unwrap_or(f32::NAN),
         last_loss: losses.last().copied().unwrap_or(f32::NAN),
         peak_rss_mib: peak_rss_mib(),
@@ -169,34 +177,61 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
     })
 }
 
+/// Mean seconds per timed step, whole and in parts.
+#[derive(Debug, Default)]
+struct StepTimes {
+    step: f64,
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
 /// Runs `warmup + steps` training steps (mean loss, backward, clipping at 1.0, AdamW) and
-/// returns the mean seconds of the timed ones (the device synchronised around each step) and
+/// returns the mean seconds of the timed ones (the device synchronised around each part) and
 /// every step's loss.
 fn timed_steps(
     args: &BenchArgs,
     device: &Device,
     vars: &BTreeMap<String, candle_core::Var>,
     opt: &mut AdamW,
-    mut mean_loss: impl FnMut(&mut LoraRng) -> Result<Tensor, TrainError>,
-) -> Result<(f64, Vec<f32>), TrainError> {
+    mut mean_loss: impl FnMut(&mut LoraRng) -> Result<Tensor, TrainError> + Send,
+) -> Result<(StepTimes, Vec<f32>), TrainError> {
     let mut rng = LoraRng::new(0);
     let mut losses = Vec::new();
-    let mut timed = 0f64;
+    let mut sum = StepTimes::default();
     for step in 0..args.warmup + args.steps {
         device.synchronize()?;
         let start = Instant::now();
-        let loss = mean_loss(&mut rng)?;
-        let mut acc = GradAccumulator::default();
-        acc.add(vars, &loss.backward()?)?;
-        acc.clip(1.0)?;
-        opt.step(&acc)?;
+        let (loss, forward, backward) = device.with_context(|| {
+            let loss = mean_loss(&mut rng)?;
+            device.synchronize()?;
+            let forward = start.elapsed().as_secs_f64();
+            let mut acc = GradAccumulator::default();
+            acc.add(vars, &loss.backward()?)?;
+            device.synchronize()?;
+            let backward = start.elapsed().as_secs_f64() - forward;
+            acc.clip(1.0)?;
+            opt.step(&acc)?;
+            Ok::<_, TrainError>((loss, forward, backward))
+        })?;
         losses.push(loss.to_scalar::<f32>()?);
         device.synchronize()?;
+        let total = start.elapsed().as_secs_f64();
         if step >= args.warmup {
-            timed += start.elapsed().as_secs_f64();
+            sum.step += total;
+            sum.forward += forward;
+            sum.backward += backward;
+            sum.optimizer += total - forward - backward;
         }
     }
-    Ok((timed / args.steps.max(1) as f64, losses))
+    let n = args.steps.max(1) as f64;
+    let mean = StepTimes {
+        step: sum.step / n,
+        forward: sum.forward / n,
+        backward: sum.backward / n,
+        optimizer: sum.optimizer / n,
+    };
+    Ok((mean, losses))
 }
 
 /// A seeded RGB image (smooth gradients plus noise), preprocessed as the checkpoint's processor
@@ -293,7 +328,7 @@ fn run_qwen_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
     let refs: Vec<&Example> = examples.iter().collect();
     let batch = plan(&refs, model.pad_id()).to_batch(&device)?;
     let n = batch.n_targets;
-    let (sps, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
+    let (times, losses) = timed_steps(args, &device, &vars, &mut opt, |rng| {
         Ok((model.loss_sum(&batch, rng)? / n as f64)?)
     })?;
     Ok(BenchResult {
@@ -305,8 +340,11 @@ fn run_qwen_bench(args: &BenchArgs) -> Result<BenchResult, TrainError> {
         seq_len: t,
         steps: args.steps,
         threads: candle_core::utils::get_num_threads(),
-        seconds_per_step: sps,
-        tokens_per_second: batch.n_tokens as f64 / sps,
+        seconds_per_step: times.step,
+        forward_seconds: times.forward,
+        backward_seconds: times.backward,
+        optimizer_seconds: times.optimizer,
+        tokens_per_second: batch.n_tokens as f64 / times.step,
         first_loss: losses.first().copied().unwrap_or(f32::NAN),
         last_loss: losses.last().copied().unwrap_or(f32::NAN),
         peak_rss_mib: peak_rss_mib(),

@@ -1,9 +1,9 @@
 //! A Llama-family text model (SmolLM2) for LoRA training, with weights dequantized from a GGUF.
 //!
 //! Two forwards share the weights. The training forward uses only ops with a backward pass
-//! (`rms_norm_slow`, `softmax` built from primitives, `rope_slow`): candle's fused `rms_norm`,
+//! (`train::fused`'s RMSNorm, causal softmax, rotary and SiLU gate): candle's fused `rms_norm`,
 //! `softmax_last_dim` and `rope` have none, and a graph through them silently yields zero LoRA
-//! gradients. The generation forward uses the fused ops and a KV cache on merged weights.
+//! gradients. The generation forward uses candle's fused ops and a KV cache on merged weights.
 //!
 //! Weights get Hugging Face names (`model.layers.N.self_attn.q_proj`) and q/k rows are
 //! un-permuted from GGUF's rotary layout, so a trained adapter applies to the HF checkpoint in PEFT.
@@ -13,10 +13,10 @@ use std::fs::File;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{Linear, Module, VarMap};
 
-use super::TrainError;
+use super::{fused, TrainError};
 use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng};
 
 /// The seven linear layers of a block, by their HF suffix, with their GGUF names.
@@ -357,13 +357,9 @@ impl Llama {
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, c.hidden))?;
         let (cos, sin) = self.rope_tables(0, t)?;
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for blk in &self.blocks {
-            let h = candle_nn::ops::rms_norm_slow(&x, &blk.attn_norm, c.rms_eps as f32)?;
+            let h = fused::rms_norm(&x, &blk.attn_norm, c.rms_eps as f32)?;
             let l = &blk.linears;
             let heads = |y: Tensor, n: usize| {
                 y.reshape((b, t, n, c.head_dim))?
@@ -373,25 +369,20 @@ impl Llama {
             let q = heads(l[0].forward_train(&h, rng)?, c.n_heads)?;
             let k = heads(l[1].forward_train(&h, rng)?, c.n_kv_heads)?;
             let v = heads(l[2].forward_train(&h, rng)?, c.n_kv_heads)?;
-            let q = candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?;
+            let q = fused::rope(&q, &cos, &sin)?;
+            let k = fused::rope(&k, &cos, &sin)?;
             let rep = c.n_heads / c.n_kv_heads;
             let k = repeat_kv(k, rep)?;
             let v = repeat_kv(v, rep)?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.hidden))?;
             x = (x + l[3].forward_train(&y, rng)?)?;
-            let h = candle_nn::ops::rms_norm_slow(&x, &blk.ffn_norm, c.rms_eps as f32)?;
-            let g = l[4].forward_train(&h, rng)?.silu()?;
+            let h = fused::rms_norm(&x, &blk.ffn_norm, c.rms_eps as f32)?;
+            let g = l[4].forward_train(&h, rng)?;
             let u = l[5].forward_train(&h, rng)?;
-            x = (x + l[6].forward_train(&(g * u)?, rng)?)?;
+            x = (x + l[6].forward_train(&fused::silu_mul(&g, &u)?, rng)?)?;
         }
-        Ok(candle_nn::ops::rms_norm_slow(
-            &x,
-            &self.norm,
-            c.rms_eps as f32,
-        )?)
+        Ok(fused::rms_norm(&x, &self.norm, c.rms_eps as f32)?)
     }
 
     /// Summed cross-entropy over the target positions of a padded batch. `positions` index the
@@ -407,10 +398,8 @@ impl Llama {
         let hidden = self.forward_train(ids, rng)?;
         let (b, t, h) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, h))?.index_select(positions, 0)?;
-        let logits = crate::lora::frozen::frozen_linear(&picked, &self.embed)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let nll = logp.gather(&targets.unsqueeze(1)?, 1)?.neg()?;
-        Ok(nll.sum_all()?)
+        let logits = crate::lora::frozen::frozen_matmul(&picked, &self.embed)?;
+        Ok(fused::nll(&logits, targets)?.sum_all()?)
     }
 
     /// Logits (B, T, V) of every position, through the training forward (with `rng`'s dropout when

@@ -4,8 +4,8 @@
 //! The stages, in the order a run moves: `config` resolves defaults, a preset, `train.toml` and
 //! flags; `data` turns `Case`s into token ids with a loss mask on the assistant answer, and
 //! `batch` groups them by length; `llama` is the differentiable SmolLM2 forward and `qwen` the
-//! Qwen3-VL one (both behind the `TrainableModel` trait in `model`; `frozen` is their
-//! weight-gradient-free matmul); `optim` and `schedule` are
+//! Qwen3-VL one (both behind the `TrainableModel` trait in `model`; `fused` holds their
+//! differentiable RMSNorm, causal softmax, rotary, SiLU-gate and cross-entropy kernels); `optim` and `schedule` are
 //! AdamW with clipping and the learning-rate curve; `eval` generates on the validation rows and
 //! scores them; `checkpoint` saves and resumes; `run` drives the loop and writes
 //! `run_metadata.json`; `cli` holds the flags.
@@ -17,7 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
-pub mod frozen;
+pub mod fused;
 pub mod llama;
 pub mod model;
 pub mod optim;
@@ -26,6 +26,21 @@ pub mod run;
 pub mod schedule;
 
 use std::path::PathBuf;
+
+/// Asks glibc's malloc to keep freed memory for reuse. A training step allocates and frees
+/// thousands of megabyte-sized tensors; by default each above 128 KiB-32 MiB is an `mmap` of its
+/// own, handed back on free, so the next faults in fresh zeroed pages (4-5 % of a SmolLM2 step's
+/// wall time, half its system time, measured). Raising the mmap and trim thresholds and the top
+/// pad keeps them on the heap; peak memory grows by about 3 %. A no-op on other platforms.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's tuning parameters; it is called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
 
 use crate::lora::LoraError;
 use crate::model::ModelError;

@@ -27,7 +27,7 @@ use crate::model::{
 };
 
 /// A network the trainer can fine-tune with LoRA.
-pub trait TrainableModel {
+pub trait TrainableModel: Sync {
     /// A short label for logs and run metadata.
     fn label(&self) -> String;
     fn device(&self) -> &Device;

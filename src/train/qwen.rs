@@ -5,9 +5,8 @@
 //! (the checkpoint's chat template or `prompt::render`, `expand_image_tokens`, the same image
 //! processor), and positions come from
 //! the same `rope_index`, so training and testing see the same tokens and positions. The text
-//! forward uses only ops with a backward pass: `rms_norm_slow`, `softmax` from primitives and a
-//! rotary embedding written with `narrow`/`cat` (candle's fused `rms_norm`, `softmax_last_dim` and
-//! `rope` have none). The vision tower runs without gradient; its features are cached per image
+//! forward uses only ops with a backward pass: `train::fused`'s RMSNorm, causal softmax, rotary
+//! embedding and SiLU gate (candle's fused `rms_norm`, `softmax_last_dim` and `rope` have none). The vision tower runs without gradient; its features are cached per image
 //! (the tower is frozen, so they never change). Evaluation answers with the inference model
 //! itself (`Qwen3VlModel::load_with_lora`, the adapter merged), so the trainer's answers are the
 //! answers `vlmtest --model CKPT --adapter ADAPTER` gives.
@@ -20,19 +19,19 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 
 use super::batch::Batch;
 use super::data::{check_case, data_error, fit, target_text, Example};
-use super::frozen::frozen_matmul;
 use super::model::{Answerer, TrainableModel};
-use super::TrainError;
+use super::{fused, TrainError};
 use crate::case::{Case, Message};
 use crate::image::{self, Pixels, PreprocessorConfig};
+use crate::lora::frozen::frozen_matmul;
 use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
 use crate::model::checkpoint::CheckpointFiles;
 use crate::model::qwen3_vl::config::TextConfig;
@@ -103,7 +102,7 @@ pub struct QwenTrain {
     dropout: f32,
     /// Reuse vision features across steps (off in the benchmark, which times the tower too).
     pub cache_vision: bool,
-    cache: RefCell<HashMap<u64, Arc<Features>>>,
+    cache: Mutex<HashMap<u64, Arc<Features>>>,
 }
 
 fn base_err(path: &Path, reason: impl ToString) -> TrainError {
@@ -249,7 +248,7 @@ impl QwenTrain {
             adapter_cfg: None,
             dropout: 0.0,
             cache_vision: true,
-            cache: RefCell::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -347,8 +346,8 @@ impl QwenTrain {
     fn features(&self, p: &Pixels) -> Result<Arc<Features>, TrainError> {
         let key = if self.cache_vision {
             let key = content_key(p);
-            if let Some(f) = self.cache.borrow().get(&key) {
-                return Ok(f.clone());
+            if let Some(f) = self.cached(key) {
+                return Ok(f);
             }
             Some(key)
         } else {
@@ -365,9 +364,16 @@ impl QwenTrain {
                 .collect::<Result<_, candle_core::Error>>()?,
         });
         if let Some(key) = key {
-            self.cache.borrow_mut().insert(key, f.clone());
+            // A poisoned lock only means another step panicked; the map itself is intact.
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.insert(key, f.clone());
         }
         Ok(f)
+    }
+
+    fn cached(&self, key: u64) -> Option<Arc<Features>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(&key).cloned()
     }
 
     /// Input embeddings `(b, t, hidden)` with image rows in place of the placeholders, the flat
@@ -461,14 +467,10 @@ impl QwenTrain {
         let eps = c.rms_norm_eps as f32;
         let (mut x, visual) = self.inputs(batch)?;
         let (cos, sin) = self.rotary(batch, t)?;
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
             let l = &layer.linears;
-            let hn = candle_nn::ops::rms_norm_slow(&x, &layer.input_norm, eps)?;
+            let hn = fused::rms_norm(&x, &layer.input_norm, eps)?;
             let hw = hn.to_dtype(self.wdtype)?;
             let q = self.linear(&l[0], &hn, &hw, rng)?.reshape((b, t, nh, hd))?;
             let k = self
@@ -477,25 +479,24 @@ impl QwenTrain {
             let v = self
                 .linear(&l[2], &hn, &hw, rng)?
                 .reshape((b, t, nkv, hd))?;
-            let q = candle_nn::ops::rms_norm_slow(&q, &layer.q_norm, eps)?
+            let q = fused::rms_norm(&q, &layer.q_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = candle_nn::ops::rms_norm_slow(&k, &layer.k_norm, eps)?
+            let k = fused::rms_norm(&k, &layer.k_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
-            let q = rotate(&q, &cos, &sin)?;
-            let k = repeat_kv(rotate(&k, &cos, &sin)?, nh / nkv)?;
+            let q = fused::rope(&q, &cos, &sin)?;
+            let k = repeat_kv(fused::rope(&k, &cos, &sin)?, nh / nkv)?;
             let v = repeat_kv(v, nh / nkv)?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + self.linear(&l[3], &y, &y.to_dtype(self.wdtype)?, rng)?)?;
-            let hn = candle_nn::ops::rms_norm_slow(&x, &layer.post_norm, eps)?;
+            let hn = fused::rms_norm(&x, &layer.post_norm, eps)?;
             let hw = hn.to_dtype(self.wdtype)?;
-            let g = self.linear(&l[4], &hn, &hw, rng)?.silu()?;
+            let g = self.linear(&l[4], &hn, &hw, rng)?;
             let u = self.linear(&l[5], &hn, &hw, rng)?;
-            let gu = (g * u)?;
+            let gu = fused::silu_mul(&g, &u)?;
             x = (x + self.linear(&l[6], &gu, &gu.to_dtype(self.wdtype)?, rng)?)?;
             if let Some((idx, ds)) = &visual {
                 if let Some(feat) = ds.get(i) {
@@ -506,7 +507,7 @@ impl QwenTrain {
                 }
             }
         }
-        Ok(candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)?)
+        Ok(fused::rms_norm(&x, &self.norm, eps)?)
     }
 
     /// Logits `(b, t, vocab)` f32 of every position through the training forward.
@@ -541,17 +542,6 @@ impl QwenTrain {
             None => Qwen3VlModel::load_with_dtype(&self.dir, None, &self.device, dtype, true)?,
         })
     }
-}
-
-/// Rotary embedding from plain ops (candle's fused `rope` has no backward): the halves of each
-/// head rotated by `(cos, sin)` of shape `(b, 1, t, head_dim / 2)`.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let r1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let r2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Tensor::cat(&[r1, r2], D::Minus1)
 }
 
 /// Repeats each KV head `rep` times, as transformers' `repeat_kv`.
@@ -673,9 +663,7 @@ impl TrainableModel for QwenTrain {
         // Only answer positions go through the output head.
         let logits =
             frozen_matmul(&picked.to_dtype(self.wdtype)?, &self.head)?.to_dtype(DType::F32)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let nll = logp.gather(&batch.targets.unsqueeze(1)?, 1)?.neg()?;
-        Ok(nll.sum_all()?)
+        Ok(fused::nll(&logits, &batch.targets)?.sum_all()?)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError> {
@@ -759,6 +747,7 @@ mod tests {
     use crate::case::{CaseId, ImageSource, Origin, Part, Role};
     use crate::lora::TargetModules;
     use crate::model::qwen3_vl::fixture::{self, Spec};
+    use crate::test_support::max_abs_diff;
     use crate::train::batch::plan;
 
     fn checkpoint(dir: &Path) -> PathBuf {
@@ -794,19 +783,6 @@ mod tests {
                 line: Some(1),
             },
         }
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

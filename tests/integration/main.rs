@@ -12,6 +12,7 @@ mod qwen_model;
 mod qwen_parity;
 mod serve_models;
 mod suite_loading;
+mod support;
 mod task_import;
 mod task_reference;
 mod task_suites;

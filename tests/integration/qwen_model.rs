@@ -1,9 +1,10 @@
 //! Qwen3-VL on the tiny seeded fixture: loading, causal masking, determinism, batching, and
 //! clear errors for broken checkpoints.
 
+use crate::support::max_abs_diff;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use vlmtest::case::{ImageSource, Message, Part, Role};
 use vlmtest::model::qwen3_vl::fixture::{self, Spec};
 use vlmtest::model::qwen3_vl::Qwen3VlModel;
@@ -33,19 +34,6 @@ pub fn image_message(dir: &Path, w: u32, h: u32, question: &str) -> Message {
             },
         ],
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]

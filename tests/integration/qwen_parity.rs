@@ -2,6 +2,7 @@
 //! `scripts/qwen3vl_parity.py` (transformers + peft) on the same seeded tiny checkpoint that
 //! `fixture::write_checkpoint(.., seed 7)` writes here; see docs/qwen3_vl.md for the run.
 
+use crate::support::max_abs_diff;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -94,20 +95,6 @@ pub fn write_parity_inputs(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ckpt, adapter, images)
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
@@ -156,7 +143,7 @@ fn preprocessing_matches_the_reference_processor() {
             .collect();
         assert_eq!(px.grid_thw.to_vec(), grid, "{name}");
         let ours = Tensor::from_vec(px.data, (px.rows, px.cols), &Device::Cpu).unwrap();
-        let d = max_abs(&ours, &tensors[&format!("pixel_values.{name}")]);
+        let d = max_abs_diff(&ours, &tensors[&format!("pixel_values.{name}")]);
         eprintln!("pixel_values {name}: max abs diff {d:e}");
         // The PIL backend, where the reference run had it.
         if let Some(t) = tensors.get(&format!("pixel_values_slow.{name}")) {
@@ -164,7 +151,7 @@ fn preprocessing_matches_the_reference_processor() {
             pil.backend = image::resize::Backend::Pil;
             let px = image::preprocess(&img, &pil).unwrap();
             let ours = Tensor::from_vec(px.data, (px.rows, px.cols), &Device::Cpu).unwrap();
-            let dp = max_abs(&ours, t);
+            let dp = max_abs_diff(&ours, t);
             eprintln!("pixel_values {name} (PIL backend): max abs diff {dp:e}");
             worst = worst.max(dp);
         }
@@ -192,7 +179,7 @@ fn check_model(
             "{cid}: token ids differ from the reference processor"
         );
         let logits = m.network().prompt_logits(&p).unwrap();
-        let d = max_abs(&logits, &tensors[&format!("logits.{tag}.{cid}")]);
+        let d = max_abs_diff(&logits, &tensors[&format!("logits.{tag}.{cid}")]);
         eprintln!(
             "{tag} {cid}: {} tokens, logits max abs diff {d:e}",
             p.ids.len()

@@ -98,6 +98,7 @@ pub enum Command {
 
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
+    crate::model::gguf::pin_portable_kernels();
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(project_root);
     let code = match cli.command {

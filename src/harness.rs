@@ -35,6 +35,7 @@ fn would_run(args: &Arguments, name: &str, ignored: bool) -> bool {
 
 /// Runs the harness with the process's arguments; returns the libtest conclusion.
 pub fn run_from_env() -> Conclusion {
+    crate::model::gguf::pin_portable_kernels();
     let args = Arguments::from_args();
     let root = project_root();
     if std::env::var_os("INSTA_WORKSPACE_ROOT").is_none() {

@@ -20,8 +20,27 @@ use super::{chatml, fetch, gguf_tokenizer, Answer, GenerationOptions, Model, Mod
 use crate::case::{hex, Message};
 use crate::lockfile::FileLock;
 
-/// Bumped when anything in this module changes what the model answers.
-pub const IMPL_VERSION: &str = "gguf-q8_0-greedy-v1";
+/// Bumped when anything in this module changes what the model answers (v2: kernels pinned to the
+/// AVX2 tier, see `pin_portable_kernels`).
+pub const IMPL_VERSION: &str = "gguf-q8_0-greedy-v2";
+
+/// The variable candle 0.11 reads, once, to choose its x86 kernels for repacked Q8_0 / Q4_K weights.
+const FORCE_AVX2: &str = "MISTRALRS_FORCE_AVX2";
+/// Set to keep candle's fastest kernels for this CPU instead (answers may then differ by machine).
+pub const NATIVE_KERNELS: &str = "VLMTEST_NATIVE_KERNELS";
+
+/// Pins candle's quantized CPU kernels to their AVX2 tier, unless `VLMTEST_NATIVE_KERNELS` or
+/// `MISTRALRS_FORCE_AVX2` is already set. candle picks an AVX-512-VNNI, AVX-VNNI or AVX2 kernel
+/// for Q8_0 weights by CPU, and they add the blocks' f32 partial sums in different orders: on
+/// SmolLM2 that flipped the greedy answer of 2 of manual_qa's 38 cases between an AVX2-only AMD EPYC
+/// and the machine the snapshot was accepted on, so an accepted snapshot failed on other hardware.
+/// Must run before other threads start (it sets an environment variable); the CLI and the test
+/// harness call it first thing.
+pub fn pin_portable_kernels() {
+    if std::env::var_os(NATIVE_KERNELS).is_none() && std::env::var_os(FORCE_AVX2).is_none() {
+        std::env::set_var(FORCE_AVX2, "1");
+    }
+}
 
 /// A loaded GGUF model with its tokenizer and stop tokens.
 pub struct GgufModel {

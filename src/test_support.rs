@@ -1,4 +1,4 @@
-//! Helpers shared by the unit tests.
+//! Helpers shared by the unit tests and, through `#[path]`, the integration tests.
 
 use candle_core::{DType, Tensor};
 

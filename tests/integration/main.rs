@@ -12,6 +12,8 @@ mod qwen_model;
 mod qwen_parity;
 mod serve_models;
 mod suite_loading;
+/// The unit tests' helpers, one file for both.
+#[path = "../../src/test_support.rs"]
 mod support;
 mod task_import;
 mod task_reference;

@@ -188,7 +188,7 @@ fn dir_name(p: &Path) -> String {
 /// CUDA device 0 when built with `cuda` and one is present, else the CPU.
 pub fn default_device() -> candle_core::Device {
     #[cfg(feature = "cuda")]
-    if let Ok(d) = candle_core::Device::new_cuda(0) {
+    if let Ok(d) = super::cuda_device::open(0) {
         return d;
     }
     candle_core::Device::Cpu

@@ -371,11 +371,9 @@ impl Llama {
             let v = heads(l[2].forward_train(&h, rng)?, c.n_kv_heads)?;
             let q = fused::rope(&q, &cos, &sin)?;
             let k = fused::rope(&k, &cos, &sin)?;
-            let rep = c.n_heads / c.n_kv_heads;
-            let k = repeat_kv(k, rep)?;
-            let v = repeat_kv(v, rep)?;
-            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.hidden))?;
+            let y = fused::causal_attention(&q, &k, &v, scale)?
+                .transpose(1, 2)?
+                .reshape((b, t, c.hidden))?;
             x = (x + l[3].forward_train(&y, rng)?)?;
             let h = fused::rms_norm(&x, &blk.ffn_norm, c.rms_eps as f32)?;
             let g = l[4].forward_train(&h, rng)?;

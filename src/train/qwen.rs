@@ -487,10 +487,10 @@ impl QwenTrain {
                 .contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
             let q = fused::rope(&q, &cos, &sin)?;
-            let k = repeat_kv(fused::rope(&k, &cos, &sin)?, nh / nkv)?;
-            let v = repeat_kv(v, nh / nkv)?;
-            let att = fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            let k = fused::rope(&k, &cos, &sin)?;
+            let y = fused::causal_attention(&q, &k, &v, scale)?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
             x = (x + self.linear(&l[3], &y, &y.to_dtype(self.wdtype)?, rng)?)?;
             let hn = fused::rms_norm(&x, &layer.post_norm, eps)?;
             let hw = hn.to_dtype(self.wdtype)?;
@@ -542,15 +542,6 @@ impl QwenTrain {
             None => Qwen3VlModel::load_with_dtype(&self.dir, None, &self.device, dtype, true)?,
         })
     }
-}
-
-/// Repeats each KV head `rep` times, as transformers' `repeat_kv`.
-fn repeat_kv(x: Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x);
-    }
-    let (b, n, t, d) = x.dims4()?;
-    Tensor::cat(&vec![&x; rep], 2)?.reshape((b, n * rep, t, d))
 }
 
 fn encode_text(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, TrainError> {

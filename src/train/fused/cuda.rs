@@ -1,0 +1,248 @@
+//! Launches of the fused ops' CUDA kernels (`kernels.cu`, compiled to PTX by build.rs). Each
+//! function takes views of contiguous f32 inputs (u32 targets) whose shapes the caller checked and
+//! returns a fresh output buffer as candle storage. Every kernel's parameters are its inputs, then
+//! its output, then its scalars.
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_kernels.ptx"));
+const MODULE: &str = "vlmtest_fused";
+
+/// Threads per block of the row kernels (eight rows, one warp each).
+const ROW_BLOCK: u32 = 256;
+/// Threads per block of the elementwise kernels and of the cross-entropy rows.
+const WIDE_BLOCK: u32 = 1024;
+
+/// The contiguous part of `s` that `l` covers.
+pub fn view<'a, T: CudaDType + DeviceRepr>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<CudaView<'a, T>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: the input must be contiguous")
+    };
+    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+fn grid(units: usize, per_block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (units.div_ceil(per_block as usize) as u32, 1, 1),
+        block_dim: (per_block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One warp per row.
+fn warp_rows(rows: usize) -> LaunchConfig {
+    grid(rows * 32, ROW_BLOCK)
+}
+
+/// One thread per element.
+fn elems(n: usize) -> LaunchConfig {
+    grid(n, WIDE_BLOCK)
+}
+
+/// One block per row.
+fn block_rows(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (WIDE_BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Allocates `n` f32 outputs, launches kernel `name` over `cfg` with the inputs, the output and
+/// the scalars (skipped when `n` is 0: an empty grid is a launch error), and wraps the output.
+macro_rules! launch {
+    ($dev:expr, $name:literal, $n:expr, $cfg:expr, [$($input:expr),*], [$($scalar:expr),*]) => {{
+        let dev: &CudaDevice = $dev;
+        let n: usize = $n;
+        // SAFETY: the kernel writes every one of the n elements.
+        let mut out = unsafe { dev.alloc::<f32>(n)? };
+        if n > 0 {
+            let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
+            let mut args = func.builder();
+            $( args.arg($input); )*
+            args.arg(&mut out);
+            $( let scalar = $scalar; args.arg(&scalar); )*
+            // SAFETY: the arguments follow the kernel's signature in kernels.cu.
+            unsafe { args.launch($cfg) }.w()?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    }};
+}
+
+/// `(rows, width)` of a row-wise op.
+#[derive(Clone, Copy)]
+pub struct Rows {
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl Rows {
+    fn n(self) -> usize {
+        self.rows * self.width
+    }
+}
+
+pub fn rms_norm(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    w: &CudaView<f32>,
+    r: Rows,
+    eps: f32,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "rms_norm_f32",
+        r.n(),
+        warp_rows(r.rows),
+        [x, w],
+        [r.rows as i64, r.width as i32, eps]
+    )
+}
+
+pub fn rms_norm_grad(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    w: &CudaView<f32>,
+    g: &CudaView<f32>,
+    r: Rows,
+    eps: f32,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "rms_norm_grad_f32",
+        r.n(),
+        warp_rows(r.rows),
+        [x, w, g],
+        [r.rows as i64, r.width as i32, eps]
+    )
+}
+
+pub fn causal_softmax(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    r: Rows,
+    scale: f32,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "causal_softmax_f32",
+        r.n(),
+        warp_rows(r.rows),
+        [x],
+        [r.rows as i64, r.width as i32, scale]
+    )
+}
+
+pub fn causal_softmax_grad(
+    dev: &CudaDevice,
+    p: &CudaView<f32>,
+    g: &CudaView<f32>,
+    r: Rows,
+    scale: f32,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "causal_softmax_grad_f32",
+        r.n(),
+        warp_rows(r.rows),
+        [p, g],
+        [r.rows as i64, r.width as i32, scale]
+    )
+}
+
+/// `x` is `(b, h, t, 2·half)`, the tables `(per_batch ? b : 1, t, half)`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    cos: &CudaView<f32>,
+    sin: &CudaView<f32>,
+    (b, h, t, half): (usize, usize, usize, usize),
+    per_batch: bool,
+    sign: f32,
+) -> Result<CudaStorage> {
+    let pairs = b * h * t * half;
+    launch!(
+        dev,
+        "rope_f32",
+        2 * pairs,
+        elems(pairs),
+        [x, cos, sin],
+        [
+            pairs as i64,
+            h as i32,
+            t as i32,
+            half as i32,
+            i32::from(per_batch),
+            sign
+        ]
+    )
+}
+
+pub fn silu_mul(
+    dev: &CudaDevice,
+    g: &CudaView<f32>,
+    u: &CudaView<f32>,
+    n: usize,
+) -> Result<CudaStorage> {
+    launch!(dev, "silu_mul_f32", n, elems(n), [g, u], [n as i64])
+}
+
+/// `[∂L/∂gate ; ∂L/∂up]`, `2n` values.
+pub fn silu_mul_grad(
+    dev: &CudaDevice,
+    g: &CudaView<f32>,
+    u: &CudaView<f32>,
+    dy: &CudaView<f32>,
+    n: usize,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "silu_mul_grad_f32",
+        2 * n,
+        elems(n),
+        [g, u, dy],
+        [n as i64]
+    )
+}
+
+pub fn nll(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    targets: &CudaView<u32>,
+    r: Rows,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "nll_f32",
+        r.rows,
+        block_rows(r.rows),
+        [x, targets],
+        [r.width as i32]
+    )
+}
+
+pub fn nll_grad(
+    dev: &CudaDevice,
+    x: &CudaView<f32>,
+    targets: &CudaView<u32>,
+    g: &CudaView<f32>,
+    r: Rows,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "nll_grad_f32",
+        r.n(),
+        block_rows(r.rows),
+        [x, targets, g],
+        [r.width as i32]
+    )
+}

@@ -10,6 +10,7 @@ use candle_nn::{Linear, Module, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::fused_linear::{self, Adapter, Frozen};
 use super::LoraError;
 
 /// The seeded random source for LoRA initialisation and dropout masks. candle's CPU `rand` cannot
@@ -181,34 +182,59 @@ impl LoraLinear {
         self.merged = None;
     }
 
-    /// The training forward: dropout on the LoRA branch's input with masks from `rng`.
+    /// The training forward of `x` `(…, in)` f32: dropout on the LoRA branch's input with masks
+    /// from `rng`; the whole layer is one differentiable op (`fused_linear`).
     pub fn forward_train(&self, x: &Tensor, rng: &mut LoraRng) -> Result<Tensor, LoraError> {
-        if let Some(m) = &self.merged {
-            return Ok(frozen_forward(m, x)?);
-        }
-        let y = frozen_forward(&self.base, x)?;
-        let Some(d) = &self.delta else { return Ok(y) };
-        let xd = if d.dropout > 0.0 {
-            let mask = Tensor::from_vec(
-                rng.dropout_mask(x.elem_count(), d.dropout),
-                x.shape(),
-                x.device(),
-            )?
-            .to_dtype(x.dtype())?;
-            (x * mask)?
-        } else {
-            x.clone()
-        };
-        Ok((y + lora_branch(&xd, d)?)?)
+        self.forward_train_cast(x, None, rng)
     }
-}
 
-/// The base layer's forward without a weight gradient (see `frozen`).
-fn frozen_forward(base: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
-    let y = super::frozen::frozen_matmul(x, base.weight())?;
-    match base.bias() {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
+    /// `forward_train` with `x` already cast to the frozen weight's dtype (`cast`, shared by the
+    /// layers that read one input; made here when `None` and the weight is not f32).
+    pub fn forward_train_cast(
+        &self,
+        x: &Tensor,
+        cast: Option<&Tensor>,
+        rng: &mut LoraRng,
+    ) -> Result<Tensor, LoraError> {
+        let dims = x.dims();
+        let Some((&inp, lead)) = dims.split_last() else {
+            return Err(candle_core::Error::Msg("lora-linear: a 0-d input".into()).into());
+        };
+        let rows: usize = lead.iter().product();
+        let base = self.merged.as_ref().unwrap_or(&self.base);
+        let wdtype = base.weight().dtype();
+        let x2 = x.reshape((rows, inp))?;
+        let cast = match (wdtype, cast) {
+            (DType::F32, _) => None,
+            (_, Some(c)) => Some(c.reshape((rows, inp))?),
+            (_, None) => Some(x2.detach().to_dtype(wdtype)?),
+        };
+        let frozen = Frozen {
+            weight: base.weight(),
+            cast_input: cast.as_ref(),
+        };
+        let delta = self.delta.as_ref().filter(|_| self.merged.is_none());
+        let mask = match delta {
+            Some(d) if d.dropout > 0.0 => Some(Tensor::from_vec(
+                rng.dropout_mask(rows * inp, d.dropout),
+                (rows, inp),
+                x.device(),
+            )?),
+            _ => None,
+        };
+        let adapter = delta.map(|d| Adapter {
+            a: &d.a,
+            b: &d.b,
+            scale: d.scale,
+            mask: mask.as_ref(),
+        });
+        let mut y = fused_linear::linear(&x2, &frozen, adapter.as_ref())?;
+        if let Some(b) = base.bias() {
+            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
+        }
+        let mut shape = lead.to_vec();
+        shape.push(y.dim(1)?);
+        Ok(y.reshape(shape)?)
     }
 }
 

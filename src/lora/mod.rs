@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod config;
 pub mod frozen;
+pub mod fused_linear;
 pub mod linear;
 
 use std::path::PathBuf;

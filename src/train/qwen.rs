@@ -99,7 +99,6 @@ pub struct QwenTrain {
     pad: u32,
     label: String,
     adapter_cfg: Option<AdapterConfig>,
-    dropout: f32,
     /// Reuse vision features across steps (off in the benchmark, which times the tower too).
     pub cache_vision: bool,
     cache: Mutex<HashMap<u64, Arc<Features>>>,
@@ -246,7 +245,6 @@ impl QwenTrain {
             pad,
             label,
             adapter_cfg: None,
-            dropout: 0.0,
             cache_vision: true,
             cache: Mutex::new(HashMap::new()),
         })
@@ -305,7 +303,7 @@ impl QwenTrain {
 
     /// A linear layer of the training forward on `x` (f32) and the same rows already cast to the
     /// weight dtype (`xw`, shared by the layers reading one input): the frozen base (no weight
-    /// gradient) plus the f32 LoRA branch with dropout. All rows go through as one 2-D product.
+    /// gradient) plus the f32 LoRA branch with dropout, as one op (`lora::fused_linear`).
     fn linear(
         &self,
         l: &LoraLinear,
@@ -313,33 +311,7 @@ impl QwenTrain {
         xw: &Tensor,
         rng: &mut LoraRng,
     ) -> Result<Tensor, TrainError> {
-        let dims = x.dims();
-        let (lead, inp) = dims.split_at(dims.len() - 1);
-        let rows: usize = lead.iter().product();
-        let base = l.base();
-        let mut y = frozen_matmul(&xw.reshape((rows, inp[0]))?, base.weight())?;
-        if let Some(b) = base.bias() {
-            y = y.broadcast_add(b)?;
-        }
-        let mut y = y.to_dtype(DType::F32)?;
-        if let Some((a, b)) = l.lora_tensors() {
-            let x2 = x.reshape((rows, inp[0]))?;
-            let xd = if self.dropout > 0.0 {
-                let mask = Tensor::from_vec(
-                    rng.dropout_mask(x2.elem_count(), self.dropout),
-                    x2.shape(),
-                    x2.device(),
-                )?;
-                (x2 * mask)?
-            } else {
-                x2
-            };
-            let branch = xd.matmul(&a.t()?)?.matmul(&b.t()?)?;
-            y = (y + (branch * l.scale().unwrap_or(1.0))?)?;
-        }
-        let mut shape = lead.to_vec();
-        shape.push(y.dim(1)?);
-        Ok(y.reshape(shape)?)
+        Ok(l.forward_train_cast(x, Some(xw), rng)?)
     }
 
     /// Vision features of one image, from the cache or the (frozen) tower.
@@ -632,12 +604,20 @@ impl TrainableModel for QwenTrain {
         let shapes = self.linear_shapes();
         // Only the language model is adapted; the vision tower stays frozen.
         let picked = cfg.select_modules(shapes.keys().map(String::as_str), None)?;
-        self.dropout = cfg.lora_dropout as f32;
+        let dropout = cfg.lora_dropout as f32;
         self.for_each_linear(|name, l| {
             if picked.iter().any(|p| p == name) {
                 let rank = cfg.rank_for(name);
                 let scale = cfg.scale_for(name, rank);
-                *l = LoraLinear::trainable(l.base().clone(), name, rank, scale, 0.0, varmap, rng)?;
+                *l = LoraLinear::trainable(
+                    l.base().clone(),
+                    name,
+                    rank,
+                    scale,
+                    dropout,
+                    varmap,
+                    rng,
+                )?;
             }
             Ok(())
         })?;

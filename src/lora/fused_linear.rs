@@ -14,7 +14,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::op::{Add, Mul};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D,
 };
 
 /// The frozen half of a layer: the weight, and the input already cast to its dtype (shared by the
@@ -63,10 +63,17 @@ struct Shapes {
     rows: usize,
     inp: usize,
     out: usize,
+    /// `x`'s leading dimensions, then `out`.
+    out_shape: Shape,
+    /// `x` as the contiguous `(rows, inp)` matrix it is.
+    x2: Layout,
 }
 
 fn shapes(lx: &Layout, weight: &Tensor, op: &str) -> candle_core::Result<Shapes> {
-    let (rows, inp) = lx.shape().dims2()?;
+    let Some((&inp, lead)) = lx.shape().dims().split_last() else {
+        candle_core::bail!("{op}: the input has no dimensions")
+    };
+    let rows = lead.iter().product();
     let (out, k) = weight.dims2()?;
     if k != inp {
         candle_core::bail!("{op}: input width {inp} but the weight is {out}x{k}")
@@ -74,13 +81,20 @@ fn shapes(lx: &Layout, weight: &Tensor, op: &str) -> candle_core::Result<Shapes>
     if !lx.is_contiguous() {
         candle_core::bail!("{op}: the input must be contiguous")
     }
-    Ok(Shapes { rows, inp, out })
+    let mut out_dims = lead.to_vec();
+    out_dims.push(out);
+    Ok(Shapes {
+        rows,
+        inp,
+        out,
+        out_shape: Shape::from(out_dims),
+        x2: Layout::contiguous_with_offset((rows, inp), lx.start_offset()),
+    })
 }
 
 /// `x·Wᵀ` in f32: through the cast input when there is one, cast back to f32.
 fn base_product<S: Pick>(
     x: &S,
-    lx: &Layout,
     frozen: &FrozenOwned,
     s: &Shapes,
     op: &str,
@@ -92,9 +106,10 @@ fn base_product<S: Pick>(
     let y = match &frozen.cast_input {
         Some(xw) => {
             let (xs, lxw) = xw.storage_and_layout();
-            S::pick(&xs, op)?.matmul(w, mnk, lxw, &rhs)?
+            let lxw = Layout::contiguous_with_offset((s.rows, s.inp), lxw.start_offset());
+            S::pick(&xs, op)?.matmul(w, mnk, &lxw, &rhs)?
         }
-        None => x.matmul(w, mnk, lx, &rhs)?,
+        None => x.matmul(w, mnk, &s.x2, &rhs)?,
     };
     if frozen.weight.dtype() == DType::F32 {
         Ok(y)
@@ -135,8 +150,8 @@ struct FrozenLinear {
 impl FrozenLinear {
     fn fwd<S: Pick>(&self, x: &S, lx: &Layout) -> candle_core::Result<(S, Shape)> {
         let s = shapes(lx, &self.frozen.weight, self.name())?;
-        let y = base_product(x, lx, &self.frozen, &s, self.name())?;
-        Ok((y, Shape::from((s.rows, s.out))))
+        let y = base_product(x, &self.frozen, &s, self.name())?;
+        Ok((y, s.out_shape))
     }
 }
 
@@ -153,8 +168,13 @@ impl CustomOp1 for FrozenLinear {
         self.fwd(x, lx)
     }
 
-    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.frozen.input_grad(&g.detach())?))
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let out = g.dim(D::Minus1)?;
+        let g = g
+            .detach()
+            .contiguous()?
+            .reshape((g.elem_count() / out, out))?;
+        Ok(Some(self.frozen.input_grad(&g)?.reshape(x.shape())?))
     }
 }
 
@@ -191,23 +211,24 @@ impl LoraLinearOp {
                 s.inp
             )
         }
-        let base = base_product(x, lx, &self.frozen, &s, op)?;
+        let base = base_product(x, &self.frozen, &s, op)?;
         let rows_in = Layout::contiguous((s.rows, s.inp));
         let rows_r = Layout::contiguous((s.rows, r));
         let rows_out = Layout::contiguous((s.rows, s.out));
         let h = match &self.mask {
             Some(m) => {
                 let (ms, lm) = m.storage_and_layout();
-                let xd = x.binary_impl::<Mul>(S::pick(&ms, op)?, lx, lm)?;
+                let lm = Layout::contiguous_with_offset((s.rows, s.inp), lm.start_offset());
+                let xd = x.binary_impl::<Mul>(S::pick(&ms, op)?, &s.x2, &lm)?;
                 xd.matmul(a, (1, s.rows, r, s.inp), &rows_in, &la.transpose(0, 1)?)?
             }
-            None => x.matmul(a, (1, s.rows, r, s.inp), lx, &la.transpose(0, 1)?)?,
+            None => x.matmul(a, (1, s.rows, r, s.inp), &s.x2, &la.transpose(0, 1)?)?,
         };
         // The scale goes on the narrow (rows, r) product.
         let h = h.affine(&rows_r, self.scale, 0.0)?;
         let z = h.matmul(b, (1, s.rows, s.out, r), &rows_r, &lb.transpose(0, 1)?)?;
         let y = base.binary_impl::<Add>(&z, &rows_out, &rows_out)?;
-        Ok((y, Shape::from((s.rows, s.out))))
+        Ok((y, s.out_shape))
     }
 }
 
@@ -250,26 +271,38 @@ impl CustomOp3 for LoraLinearOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // Detached: the gradients are values, not graph nodes holding their inputs alive.
-        let (x, a, b, g) = (x.detach(), a.detach(), b.detach(), g.detach().contiguous()?);
-        let xd = match &self.mask {
-            Some(m) => (&x * m)?,
-            None => x,
+        // Detached: the gradients are values, not graph nodes holding their inputs alive. All
+        // products run on the (rows, features) matrices the inputs are.
+        let out = g.dim(D::Minus1)?;
+        let inp = x.dim(D::Minus1)?;
+        let rows = g.elem_count() / out;
+        let g = g.detach().contiguous()?.reshape((rows, out))?;
+        let x2 = x.detach().reshape((rows, inp))?;
+        let (a, b) = (a.detach(), b.detach());
+        let mask = self
+            .mask
+            .as_ref()
+            .map(|m| m.reshape((rows, inp)))
+            .transpose()?;
+        let xd = match &mask {
+            Some(m) => (&x2 * m)?,
+            None => x2,
         };
         let h = (xd.matmul(&a.t()?)? * self.scale)?;
         let db = g.t()?.matmul(&h)?;
         let gb = (g.matmul(&b)? * self.scale)?;
         let da = gb.t()?.matmul(&xd)?;
         let mut dx_lora = gb.matmul(&a)?;
-        if let Some(m) = &self.mask {
+        if let Some(m) = &mask {
             dx_lora = (dx_lora * m)?;
         }
-        let dx = (self.frozen.input_grad(&g)? + dx_lora)?;
+        let dx = (self.frozen.input_grad(&g)? + dx_lora)?.reshape(x.shape())?;
         Ok((Some(dx), Some(da), Some(db)))
     }
 }
 
-/// `x (rows, in) f32 → (rows, out) f32` through the frozen weight, plus the adapter when given.
+/// `x (…, in) f32 → (…, out) f32` through the frozen weight, plus the adapter when given (its
+/// dropout mask, if any, shaped like `x`).
 pub fn linear(
     x: &Tensor,
     frozen: &Frozen,
@@ -288,6 +321,24 @@ pub fn linear(
             "lora-linear: a {:?} weight needs the input cast to it (and an f32 one none)",
             frozen.weight.dtype()
         )
+    }
+    if let Some(c) = frozen.cast_input {
+        if c.dims() != x.dims() {
+            candle_core::bail!(
+                "lora-linear: cast input {:?} for x {:?}",
+                c.dims(),
+                x.dims()
+            )
+        }
+    }
+    if let Some(m) = adapter.and_then(|a| a.mask) {
+        if m.dims() != x.dims() || m.dtype() != DType::F32 {
+            candle_core::bail!(
+                "lora-linear: dropout mask {:?} for x {:?}",
+                m.dims(),
+                x.dims()
+            )
+        }
     }
     let owned = FrozenOwned::new(frozen)?;
     let x = x.contiguous()?;
@@ -496,5 +547,63 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("do not fit"), "{e}");
+    }
+
+    /// The op on a GPU against the CPU (built with `--features cuda`; needs a GPU).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn the_layer_on_cuda_matches_the_cpu() {
+        let gpu = Device::new_cuda(0).expect("the cuda feature's tests need a GPU");
+        let mut rng = LoraRng::new(21);
+        let (rows, inp, out, r) = (300, 256, 384, 16);
+        let x = Tensor::from_vec(rng.uniform(rows * inp, 1.0), (rows, inp), &Device::Cpu).unwrap();
+        let a = Tensor::from_vec(rng.uniform(r * inp, 0.1), (r, inp), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(rng.uniform(out * r, 0.1), (out, r), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(rng.uniform(out * inp, 0.1), (out, inp), &Device::Cpu).unwrap();
+        let mask =
+            Tensor::from_vec(rng.dropout_mask(rows * inp, 0.1), (rows, inp), &Device::Cpu).unwrap();
+        let lw: Vec<f32> = (0..rows * out)
+            .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
+            .collect();
+        let lw = Tensor::from_vec(lw, (rows, out), &Device::Cpu).unwrap();
+        let run = |dev: &Device, wdtype: DType| {
+            let x = Var::from_tensor(&x.to_device(dev).unwrap()).unwrap();
+            let a = Var::from_tensor(&a.to_device(dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&b.to_device(dev).unwrap()).unwrap();
+            let w = w.to_device(dev).unwrap().to_dtype(wdtype).unwrap();
+            let mask = mask.to_device(dev).unwrap();
+            let cast = (wdtype != DType::F32).then(|| x.as_tensor().to_dtype(wdtype).unwrap());
+            let frozen = Frozen {
+                weight: &w,
+                cast_input: cast.as_ref(),
+            };
+            let ad = Adapter {
+                a: a.as_tensor(),
+                b: b.as_tensor(),
+                scale: 2.0,
+                mask: Some(&mask),
+            };
+            let y = linear(x.as_tensor(), &frozen, Some(&ad)).unwrap();
+            let grads = (&y * &lw.to_device(dev).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+            [
+                cpu(&y),
+                cpu(grads.get(x.as_tensor()).unwrap()),
+                cpu(grads.get(a.as_tensor()).unwrap()),
+                cpu(grads.get(b.as_tensor()).unwrap()),
+            ]
+        };
+        for (wdtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 5e-2)] {
+            let (c, g) = (run(&Device::Cpu, wdtype), run(&gpu, wdtype));
+            for (i, (c, g)) in c.iter().zip(&g).enumerate() {
+                let d = max_abs_diff(c, g);
+                assert!(d < tol, "{wdtype:?} output {i}: {d}");
+            }
+        }
     }
 }

@@ -196,18 +196,12 @@ impl LoraLinear {
         cast: Option<&Tensor>,
         rng: &mut LoraRng,
     ) -> Result<Tensor, LoraError> {
-        let dims = x.dims();
-        let Some((&inp, lead)) = dims.split_last() else {
-            return Err(candle_core::Error::Msg("lora-linear: a 0-d input".into()).into());
-        };
-        let rows: usize = lead.iter().product();
         let base = self.merged.as_ref().unwrap_or(&self.base);
         let wdtype = base.weight().dtype();
-        let x2 = x.reshape((rows, inp))?;
         let cast = match (wdtype, cast) {
             (DType::F32, _) => None,
-            (_, Some(c)) => Some(c.reshape((rows, inp))?),
-            (_, None) => Some(x2.detach().to_dtype(wdtype)?),
+            (_, Some(c)) => Some(c.clone()),
+            (_, None) => Some(x.detach().to_dtype(wdtype)?),
         };
         let frozen = Frozen {
             weight: base.weight(),
@@ -216,8 +210,8 @@ impl LoraLinear {
         let delta = self.delta.as_ref().filter(|_| self.merged.is_none());
         let mask = match delta {
             Some(d) if d.dropout > 0.0 => Some(Tensor::from_vec(
-                rng.dropout_mask(rows * inp, d.dropout),
-                (rows, inp),
+                rng.dropout_mask(x.elem_count(), d.dropout),
+                x.shape(),
                 x.device(),
             )?),
             _ => None,
@@ -228,13 +222,11 @@ impl LoraLinear {
             scale: d.scale,
             mask: mask.as_ref(),
         });
-        let mut y = fused_linear::linear(&x2, &frozen, adapter.as_ref())?;
-        if let Some(b) = base.bias() {
-            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
-        }
-        let mut shape = lead.to_vec();
-        shape.push(y.dim(1)?);
-        Ok(y.reshape(shape)?)
+        let y = fused_linear::linear(x, &frozen, adapter.as_ref())?;
+        Ok(match base.bias() {
+            Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?)?,
+            None => y,
+        })
     }
 }
 

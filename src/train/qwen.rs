@@ -443,7 +443,7 @@ impl QwenTrain {
         for (i, layer) in self.layers.iter().enumerate() {
             let l = &layer.linears;
             let hn = fused::rms_norm(&x, &layer.input_norm, eps)?;
-            let hw = hn.to_dtype(self.wdtype)?;
+            let hw = hn.detach().to_dtype(self.wdtype)?;
             let q = self.linear(&l[0], &hn, &hw, rng)?.reshape((b, t, nh, hd))?;
             let k = self
                 .linear(&l[1], &hn, &hw, rng)?
@@ -463,13 +463,13 @@ impl QwenTrain {
             let y = fused::causal_attention(&q, &k, &v, scale)?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + self.linear(&l[3], &y, &y.to_dtype(self.wdtype)?, rng)?)?;
+            x = (x + self.linear(&l[3], &y, &y.detach().to_dtype(self.wdtype)?, rng)?)?;
             let hn = fused::rms_norm(&x, &layer.post_norm, eps)?;
-            let hw = hn.to_dtype(self.wdtype)?;
+            let hw = hn.detach().to_dtype(self.wdtype)?;
             let g = self.linear(&l[4], &hn, &hw, rng)?;
             let u = self.linear(&l[5], &hn, &hw, rng)?;
             let gu = fused::silu_mul(&g, &u)?;
-            x = (x + self.linear(&l[6], &gu, &gu.to_dtype(self.wdtype)?, rng)?)?;
+            x = (x + self.linear(&l[6], &gu, &gu.detach().to_dtype(self.wdtype)?, rng)?)?;
             if let Some((idx, ds)) = &visual {
                 if let Some(feat) = ds.get(i) {
                     x = x

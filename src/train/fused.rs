@@ -18,6 +18,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+pub mod adamw;
 #[cfg(feature = "cuda")]
 mod cuda;
 

@@ -1,10 +1,10 @@
 //! Launches of the fused ops' CUDA kernels (`kernels.cu`, compiled to PTX by build.rs). Each
 //! function takes views of contiguous f32 inputs (u32 targets) whose shapes the caller checked and
-//! returns a fresh output buffer as candle storage. Every kernel's parameters are its inputs, then
-//! its output, then its scalars.
+//! returns a fresh output buffer as candle storage (AdamW's two kernels update in place). Every
+//! kernel's parameters are its inputs, then its output, then its scalars.
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, Layout, Result};
@@ -244,5 +244,75 @@ pub fn nll_grad(
         block_rows(r.rows),
         [x, targets, g],
         [r.width as i32]
+    )
+}
+
+/// The mutable contiguous part of `s` that `l` covers.
+fn view_mut<'a>(s: &'a mut CudaStorage, l: &Layout, op: &str) -> Result<CudaViewMut<'a, f32>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: the updated tensor must be contiguous")
+    };
+    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(a..b))
+}
+
+/// Launches an in-place kernel over `n` elements: `(input, in/out, n, scalars…)`.
+macro_rules! launch_in_place {
+    ($dev:expr, $name:literal, $n:expr, [$input:expr, $inout:expr], [$($scalar:expr),*]) => {{
+        let dev: &CudaDevice = $dev;
+        let n: usize = $n;
+        if n > 0 {
+            let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
+            let mut args = func.builder();
+            args.arg($input);
+            args.arg($inout);
+            let len = n as i64;
+            args.arg(&len);
+            $( let scalar = $scalar; args.arg(&scalar); )*
+            // SAFETY: the arguments follow the kernel's signature in kernels.cu.
+            unsafe { args.launch(elems(n)) }.w()?;
+        }
+        Ok(())
+    }};
+}
+
+/// AdamW's moment update in place on `mv = [m ; v]` (`2n` values) from the gradient.
+pub fn adamw_moments(
+    mv: &mut CudaStorage,
+    lmv: &Layout,
+    g: &CudaStorage,
+    lg: &Layout,
+    (b1, b2, gscale): (f32, f32, f32),
+) -> Result<()> {
+    let dev = mv.device.clone();
+    let n = lg.shape().elem_count();
+    let g = view::<f32>(g, lg, "adamw-moments")?;
+    let mut mv = view_mut(mv, lmv, "adamw-moments")?;
+    launch_in_place!(
+        &dev,
+        "adamw_moments_f32",
+        n,
+        [&g, &mut mv],
+        [b1, b2, gscale]
+    )
+}
+
+/// AdamW's parameter update in place on `p` from the moments.
+pub fn adamw_apply(
+    p: &mut CudaStorage,
+    lp: &Layout,
+    mv: &CudaStorage,
+    lmv: &Layout,
+    (lr, decay, bc1, bc2, eps): (f32, f32, f32, f32, f32),
+) -> Result<()> {
+    let dev = p.device.clone();
+    let n = lp.shape().elem_count();
+    let mv = view::<f32>(mv, lmv, "adamw-apply")?;
+    let mut p = view_mut(p, lp, "adamw-apply")?;
+    launch_in_place!(
+        &dev,
+        "adamw_apply_f32",
+        n,
+        [&mv, &mut p],
+        [lr, decay, bc1, bc2, eps]
     )
 }

@@ -198,3 +198,24 @@ extern "C" __global__ void nll_grad_f32(const float* x, const uint32_t* targets,
     for (int i = threadIdx.x; i < v; i += blockDim.x)
         dx[base + i] = gr * (expf(xr[i] - lse) - (i == (int)t ? 1.f : 0.f));
 }
+
+// ---- AdamW, in place --------------------------------------------------------------------------
+
+// mv = [m ; v] (2n): m ← β1·m + (1−β1)·g', v ← β2·v + (1−β2)·g'² with g' = gscale·g.
+extern "C" __global__ void adamw_moments_f32(const float* g, float* mv, long long n, float b1,
+                                             float b2, float gscale) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    float gv = g[k] * gscale;
+    mv[k] = b1 * mv[k] + (1.f - b1) * gv;
+    mv[n + k] = b2 * mv[n + k] + (1.f - b2) * gv * gv;
+}
+
+// p ← p·decay − lr·(m/bc1) / (sqrt(v/bc2) + eps), decay = 1 − lr·weight_decay.
+extern "C" __global__ void adamw_apply_f32(const float* mv, float* p, long long n, float lr,
+                                           float decay, float bc1, float bc2, float eps) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    float m_hat = mv[k] / bc1, v_hat = mv[n + k] / bc2;
+    p[k] = p[k] * decay - lr * m_hat / (sqrtf(v_hat) + eps);
+}

@@ -418,7 +418,8 @@ mod tests {
             .to_dtype(wdtype)
             .unwrap();
         let mask = dropout.then(|| {
-            Tensor::from_vec(rng.dropout_mask(rows * inp, 0.3), (rows, inp), &Device::Cpu).unwrap()
+            rng.dropout_mask_on(&(rows, inp).into(), 0.3, &Device::Cpu)
+                .unwrap()
         });
         let lw: Vec<f32> = (0..rows * out)
             .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
@@ -560,8 +561,9 @@ mod tests {
         let a = Tensor::from_vec(rng.uniform(r * inp, 0.1), (r, inp), &Device::Cpu).unwrap();
         let b = Tensor::from_vec(rng.uniform(out * r, 0.1), (out, r), &Device::Cpu).unwrap();
         let w = Tensor::from_vec(rng.uniform(out * inp, 0.1), (out, inp), &Device::Cpu).unwrap();
-        let mask =
-            Tensor::from_vec(rng.dropout_mask(rows * inp, 0.1), (rows, inp), &Device::Cpu).unwrap();
+        let mask = rng
+            .dropout_mask_on(&(rows, inp).into(), 0.1, &Device::Cpu)
+            .unwrap();
         let lw: Vec<f32> = (0..rows * out)
             .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
             .collect();

@@ -28,18 +28,15 @@ impl LoraRng {
         (0..n).map(|_| self.0.random_range(-bound..bound)).collect()
     }
 
-    /// A dropout mask: each element 0 with probability `p`, else `1 / (1 - p)`.
-    pub fn dropout_mask(&mut self, n: usize, p: f32) -> Vec<f32> {
-        let keep = 1.0 / (1.0 - p);
-        (0..n)
-            .map(|_| {
-                if self.0.random::<f32>() < p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect()
+    /// A dropout mask of `shape` made on `device` (see `fused::dropout_mask`); the next seed of
+    /// this generator picks it.
+    pub fn dropout_mask_on(
+        &mut self,
+        shape: &candle_core::Shape,
+        p: f32,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        crate::train::fused::dropout_mask(shape, p, self.next_seed(), device)
     }
 
     /// The generator state, for a checkpoint (a fresh seed drawn from it).
@@ -209,11 +206,9 @@ impl LoraLinear {
         };
         let delta = self.delta.as_ref().filter(|_| self.merged.is_none());
         let mask = match delta {
-            Some(d) if d.dropout > 0.0 => Some(Tensor::from_vec(
-                rng.dropout_mask(x.elem_count(), d.dropout),
-                x.shape(),
-                x.device(),
-            )?),
+            Some(d) if d.dropout > 0.0 => {
+                Some(rng.dropout_mask_on(x.shape(), d.dropout, x.device())?)
+            }
             _ => None,
         };
         let adapter = delta.map(|d| Adapter {
@@ -380,9 +375,17 @@ mod tests {
 
     #[test]
     fn dropout_masks_are_seeded() {
-        let m1 = LoraRng::new(9).dropout_mask(100, 0.5);
-        let m2 = LoraRng::new(9).dropout_mask(100, 0.5);
+        let shape = candle_core::Shape::from(100);
+        let mask = |seed| {
+            LoraRng::new(seed)
+                .dropout_mask_on(&shape, 0.5, &Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (m1, m2) = (mask(9), mask(9));
         assert_eq!(m1, m2);
         assert!(m1.contains(&0.0) && m1.contains(&2.0));
+        assert_ne!(m1, mask(10));
     }
 }

@@ -316,3 +316,21 @@ pub fn adamw_apply(
         [lr, decay, bc1, bc2, eps]
     )
 }
+
+/// `n` dropout-mask values of `seed` (the formula of `fused::dropout_mask`).
+pub fn dropout_mask(
+    dev: &CudaDevice,
+    n: usize,
+    seed: u64,
+    p: f32,
+    keep: f32,
+) -> Result<CudaStorage> {
+    launch!(
+        dev,
+        "dropout_mask_f32",
+        n,
+        elems(n),
+        [],
+        [n as i64, seed, p, keep]
+    )
+}

@@ -219,3 +219,21 @@ extern "C" __global__ void adamw_apply_f32(const float* mv, float* p, long long 
     float m_hat = mv[k] / bc1, v_hat = mv[n + k] / bc2;
     p[k] = p[k] * decay - lr * m_hat / (sqrtf(v_hat) + eps);
 }
+
+// ---- Dropout masks ----------------------------------------------------------------------------
+
+// splitmix64's output function; element k of a mask hashes seed + (k+1)·golden, as fused.rs does.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+extern "C" __global__ void dropout_mask_f32(float* out, long long n, unsigned long long seed,
+                                            float p, float keep) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9E3779B97F4A7C15ull;
+    float u = (float)(mix64(z) >> 40) * (1.0f / 16777216.0f);
+    out[k] = u < p ? 0.f : keep;
+}

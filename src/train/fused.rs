@@ -1218,7 +1218,9 @@ mod tests {
                 let t: Vec<u32> = (0..rows).map(|r| ((r * 7919) % v) as u32).collect();
                 let t = Tensor::from_vec(t, rows, &Device::Cpu).unwrap();
                 let (dy, dg) = cpu_vs_cuda(&[x, t], 1, |s| nll(&s[0], &s[1]));
-                assert!(dy < 1e-4 && dg < 1e-6, "nll {rows}x{v}: {dy} {dg}");
+                // Values near 17: the CPU sums a row's 151,936 exponentials in sequence, the GPU
+                // as a tree, so they differ in the fifth significant digit.
+                assert!(dy < 5e-4 && dg < 1e-6, "nll {rows}x{v}: {dy} {dg}");
             }
             let q = uniform(&mut rng, &[2, 16, 64, 128], 1.0);
             let k = uniform(&mut rng, &[2, 8, 64, 128], 1.0);

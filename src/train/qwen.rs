@@ -935,4 +935,64 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Three optimizer steps with dropout on the GPU follow the same steps on the CPU: the fused
+    /// kernels, the fused LoRA layer, the device-made dropout masks and the in-place AdamW
+    /// together (built with `--features cuda`; needs a GPU).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn training_steps_on_cuda_follow_the_cpu() {
+        use crate::train::checkpoint::named_vars;
+        use crate::train::optim::{AdamW, AdamWParams, GradAccumulator};
+
+        let gpu = Device::new_cuda(0).expect("the cuda feature's tests need a GPU");
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(dir.path());
+        let cases = [
+            image_case(dir.path(), 64, 96, "What is it?", "a cat"),
+            image_case(dir.path(), 33, 33, "Colour?", "blue"),
+        ];
+        let run = |dev: &Device| {
+            let mut m = QwenTrain::load(&ckpt, dev, DType::F32).unwrap();
+            let varmap = VarMap::new();
+            let mut rng = LoraRng::new(4);
+            let cfg = AdapterConfig::new(2, 4.0, 0.1, TargetModules::Pattern("all-linear".into()));
+            m.attach_trainable(&cfg, &varmap, &mut rng).unwrap();
+            let vars = named_vars(&varmap);
+            let mut opt = AdamW::new(vars.clone(), AdamWParams::new(1e-2, 0.01)).unwrap();
+            let ex: Vec<_> = cases.iter().map(|c| m.encode(c, 512).unwrap()).collect();
+            let batch = plan(&ex.iter().collect::<Vec<_>>(), m.pad_id())
+                .to_batch(dev)
+                .unwrap();
+            let mut losses = vec![];
+            for _ in 0..3 {
+                let loss = m.loss_sum(&batch, &mut rng).unwrap();
+                losses.push(loss.to_scalar::<f32>().unwrap());
+                let mut acc = GradAccumulator::default();
+                acc.add(&vars, &loss.backward().unwrap()).unwrap();
+                acc.clip(1.0).unwrap();
+                opt.step(&acc).unwrap();
+            }
+            let weights: Vec<Tensor> = vars
+                .values()
+                .map(|v| v.as_tensor().to_device(&Device::Cpu).unwrap())
+                .collect();
+            (losses, weights)
+        };
+        let (cpu_losses, cpu_w) = run(&Device::Cpu);
+        let (gpu_losses, gpu_w) = run(&gpu);
+        for (c, g) in cpu_losses.iter().zip(&gpu_losses) {
+            assert!(
+                (c - g).abs() < 1e-3 * c.abs().max(1.0),
+                "{cpu_losses:?} vs {gpu_losses:?}"
+            );
+        }
+        let d = cpu_w
+            .iter()
+            .zip(&gpu_w)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0f32, f32::max);
+        assert!(d < 1e-3, "LoRA weights differ by {d}");
+        assert!(cpu_losses[2] < cpu_losses[0], "{cpu_losses:?}");
+    }
 }

@@ -135,6 +135,20 @@ impl LoraLinear {
         Self::new(base, module, a, b, scale, dropout)
     }
 
+    /// `trainable` with the rank, scale and dropout `cfg` gives `module`.
+    pub fn trainable_from(
+        cfg: &super::AdapterConfig,
+        base: Linear,
+        module: &str,
+        varmap: &VarMap,
+        rng: &mut LoraRng,
+    ) -> Result<Self, LoraError> {
+        let rank = cfg.rank_for(module);
+        let scale = cfg.scale_for(module, rank);
+        let dropout = cfg.lora_dropout as f32;
+        Self::trainable(base, module, rank, scale, dropout, varmap, rng)
+    }
+
     pub fn base(&self) -> &Linear {
         &self.base
     }

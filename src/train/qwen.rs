@@ -604,20 +604,9 @@ impl TrainableModel for QwenTrain {
         let shapes = self.linear_shapes();
         // Only the language model is adapted; the vision tower stays frozen.
         let picked = cfg.select_modules(shapes.keys().map(String::as_str), None)?;
-        let dropout = cfg.lora_dropout as f32;
         self.for_each_linear(|name, l| {
             if picked.iter().any(|p| p == name) {
-                let rank = cfg.rank_for(name);
-                let scale = cfg.scale_for(name, rank);
-                *l = LoraLinear::trainable(
-                    l.base().clone(),
-                    name,
-                    rank,
-                    scale,
-                    dropout,
-                    varmap,
-                    rng,
-                )?;
+                *l = LoraLinear::trainable_from(cfg, l.base().clone(), name, varmap, rng)?;
             }
             Ok(())
         })?;

@@ -5,7 +5,9 @@
 //! (`base_model.model.<module>.lora_A.weight`) and checks an adapter against the base model it is
 //! loaded onto; `linear` is a `candle_nn::Linear` with a low-rank update, trainable (its A and B
 //! live in their own `VarMap`) or frozen, applied unmerged (`W·x + s·B·A·x`) or merged
-//! (`(W + s·B·A)·x`).
+//! (`(W + s·B·A)·x`). For training, `frozen` multiplies by a frozen weight without its gradient and
+//! `fused_linear` runs a whole layer (frozen product, cast, low-rank branch, dropout) as one
+//! differentiable op.
 
 pub mod adapter;
 pub mod config;

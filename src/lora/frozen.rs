@@ -17,42 +17,74 @@ struct FrozenMatmul {
     weight: Tensor,
 }
 
-/// The output shape and `(m, n, k)` for an input of `layout` times the (n, k) weight.
-fn dims(layout: &Layout, weight: &Tensor) -> candle_core::Result<(Shape, usize, usize, usize)> {
+/// The storage of an operand the op carries (a frozen weight, a mask) on the backend the op runs
+/// on.
+pub(super) trait Pick: BackendStorage + Sized {
+    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self>;
+}
+
+impl Pick for CpuStorage {
+    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self> {
+        match s {
+            Storage::Cpu(x) => Ok(x),
+            _ => candle_core::bail!("{op}: operands on different devices"),
+        }
+    }
+}
+
+impl Pick for CudaStorage {
+    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self> {
+        match s {
+            Storage::Cuda(x) => Ok(x),
+            _ => candle_core::bail!("{op}: operands on different devices"),
+        }
+    }
+}
+
+/// The output shape and `(m, n, k)` for a contiguous input of `layout` (any leading dimensions)
+/// times the (n, k) weight.
+pub(super) fn dims(
+    layout: &Layout,
+    weight: &Tensor,
+    op: &str,
+) -> candle_core::Result<(Shape, usize, usize, usize)> {
     let (n, k) = weight.dims2()?;
     let d = layout.shape().dims();
     let Some((&last, lead)) = d.split_last() else {
-        candle_core::bail!("frozen-matmul: the input has no dimensions")
+        candle_core::bail!("{op}: the input has no dimensions")
     };
     if last != k {
-        candle_core::bail!("frozen-matmul: input width {last} but the weight is {n}x{k}")
+        candle_core::bail!("{op}: input width {last} but the weight is {n}x{k}")
     }
     if !layout.is_contiguous() {
-        candle_core::bail!("frozen-matmul: the input must be contiguous")
+        candle_core::bail!("{op}: the input must be contiguous")
     }
     let mut out = lead.to_vec();
     out.push(n);
     Ok((Shape::from(out), lead.iter().product(), n, k))
 }
 
-/// `x (m, k) · Wᵀ` through the backend: the weight's (n, k) layout transposed is the strided
-/// (k, n) operand `Tensor::matmul` would pass for `w.t()`.
-fn backend_matmul<S: BackendStorage>(
+/// `x (m, k) · Wᵀ` through the backend, in the weight's dtype: the weight's (n, k) layout
+/// transposed is the strided (k, n) operand `Tensor::matmul` would pass for `w.t()`.
+pub(super) fn backend_matmul<S: Pick>(
     x: &S,
     layout: &Layout,
-    w: &S,
-    w_layout: &Layout,
     weight: &Tensor,
+    op: &str,
 ) -> candle_core::Result<(S, Shape)> {
-    let (shape, m, n, k) = dims(layout, weight)?;
+    let (shape, m, n, k) = dims(layout, weight, op)?;
+    let (ws, wl) = weight.storage_and_layout();
     let lhs = Layout::contiguous_with_offset((m, k), layout.start_offset());
-    let rhs = w_layout.transpose(0, 1)?;
-    Ok((x.matmul(w, (1, m, n, k), &lhs, &rhs)?, shape))
+    let rhs = wl.transpose(0, 1)?;
+    Ok((
+        x.matmul(S::pick(&ws, op)?, (1, m, n, k), &lhs, &rhs)?,
+        shape,
+    ))
 }
 
 impl CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
-        "frozen-matmul-any"
+        "frozen-matmul"
     }
 
     fn cpu_fwd(
@@ -60,11 +92,7 @@ impl CustomOp1 for FrozenMatmul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (ws, wl) = self.weight.storage_and_layout();
-        let Storage::Cpu(w) = &*ws else {
-            candle_core::bail!("frozen-matmul: the weight is not on the CPU")
-        };
-        backend_matmul(storage, layout, w, wl, &self.weight)
+        backend_matmul(storage, layout, &self.weight, self.name())
     }
 
     fn cuda_fwd(
@@ -72,11 +100,7 @@ impl CustomOp1 for FrozenMatmul {
         storage: &CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let (ws, wl) = self.weight.storage_and_layout();
-        let Storage::Cuda(w) = &*ws else {
-            candle_core::bail!("frozen-matmul: the weight is not on the GPU")
-        };
-        backend_matmul(storage, layout, w, wl, &self.weight)
+        backend_matmul(storage, layout, &self.weight, self.name())
     }
 
     fn bwd(

@@ -11,11 +11,10 @@
 //! backward computes `∂x`, `∂A`, `∂B` directly: one node per layer. The same generic code runs on
 //! the CPU and on CUDA.
 
-use candle_core::backend::BackendStorage;
 use candle_core::op::{Add, Mul};
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D,
-};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, D};
+
+use super::frozen::{self, Pick};
 
 /// The frozen half of a layer: the weight, and the input already cast to its dtype (shared by the
 /// layers that read one input; detached).
@@ -36,29 +35,6 @@ pub struct Adapter<'a> {
     pub mask: Option<&'a Tensor>,
 }
 
-/// The storage of a frozen operand on the backend the op runs on.
-trait Pick: BackendStorage + Sized {
-    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self>;
-}
-
-impl Pick for CpuStorage {
-    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self> {
-        match s {
-            Storage::Cpu(x) => Ok(x),
-            _ => candle_core::bail!("{op}: operands on different devices"),
-        }
-    }
-}
-
-impl Pick for CudaStorage {
-    fn pick<'a>(s: &'a Storage, op: &str) -> candle_core::Result<&'a Self> {
-        match s {
-            Storage::Cuda(x) => Ok(x),
-            _ => candle_core::bail!("{op}: operands on different devices"),
-        }
-    }
-}
-
 struct Shapes {
     rows: usize,
     inp: usize,
@@ -70,24 +46,12 @@ struct Shapes {
 }
 
 fn shapes(lx: &Layout, weight: &Tensor, op: &str) -> candle_core::Result<Shapes> {
-    let Some((&inp, lead)) = lx.shape().dims().split_last() else {
-        candle_core::bail!("{op}: the input has no dimensions")
-    };
-    let rows = lead.iter().product();
-    let (out, k) = weight.dims2()?;
-    if k != inp {
-        candle_core::bail!("{op}: input width {inp} but the weight is {out}x{k}")
-    }
-    if !lx.is_contiguous() {
-        candle_core::bail!("{op}: the input must be contiguous")
-    }
-    let mut out_dims = lead.to_vec();
-    out_dims.push(out);
+    let (out_shape, rows, out, inp) = frozen::dims(lx, weight, op)?;
     Ok(Shapes {
         rows,
         inp,
         out,
-        out_shape: Shape::from(out_dims),
+        out_shape,
         x2: Layout::contiguous_with_offset((rows, inp), lx.start_offset()),
     })
 }
@@ -95,21 +59,17 @@ fn shapes(lx: &Layout, weight: &Tensor, op: &str) -> candle_core::Result<Shapes>
 /// `x·Wᵀ` in f32: through the cast input when there is one, cast back to f32.
 fn base_product<S: Pick>(
     x: &S,
+    lx: &Layout,
     frozen: &FrozenOwned,
     s: &Shapes,
     op: &str,
 ) -> candle_core::Result<S> {
-    let (ws, lw) = frozen.weight.storage_and_layout();
-    let w = S::pick(&ws, op)?;
-    let rhs = lw.transpose(0, 1)?;
-    let mnk = (1, s.rows, s.out, s.inp);
-    let y = match &frozen.cast_input {
+    let (y, _) = match &frozen.cast_input {
         Some(xw) => {
             let (xs, lxw) = xw.storage_and_layout();
-            let lxw = Layout::contiguous_with_offset((s.rows, s.inp), lxw.start_offset());
-            S::pick(&xs, op)?.matmul(w, mnk, &lxw, &rhs)?
+            frozen::backend_matmul(S::pick(&xs, op)?, lxw, &frozen.weight, op)?
         }
-        None => x.matmul(w, mnk, &s.x2, &rhs)?,
+        None => frozen::backend_matmul(x, lx, &frozen.weight, op)?,
     };
     if frozen.weight.dtype() == DType::F32 {
         Ok(y)
@@ -150,7 +110,7 @@ struct FrozenLinear {
 impl FrozenLinear {
     fn fwd<S: Pick>(&self, x: &S, lx: &Layout) -> candle_core::Result<(S, Shape)> {
         let s = shapes(lx, &self.frozen.weight, self.name())?;
-        let y = base_product(x, &self.frozen, &s, self.name())?;
+        let y = base_product(x, lx, &self.frozen, &s, self.name())?;
         Ok((y, s.out_shape))
     }
 }
@@ -211,7 +171,7 @@ impl LoraLinearOp {
                 s.inp
             )
         }
-        let base = base_product(x, &self.frozen, &s, op)?;
+        let base = base_product(x, lx, &self.frozen, &s, op)?;
         let rows_in = Layout::contiguous((s.rows, s.inp));
         let rows_r = Layout::contiguous((s.rows, r));
         let rows_out = Layout::contiguous((s.rows, s.out));
@@ -362,7 +322,7 @@ mod tests {
 
     use super::*;
     use crate::lora::LoraRng;
-    use crate::test_support::max_abs_diff;
+    use crate::test_support::{max_abs_diff, weighted_sum};
 
     fn var(rng: &mut LoraRng, shape: &[usize]) -> Var {
         let n = shape.iter().product();
@@ -421,12 +381,8 @@ mod tests {
             rng.dropout_mask_on(&(rows, inp).into(), 0.3, &Device::Cpu)
                 .unwrap()
         });
-        let lw: Vec<f32> = (0..rows * out)
-            .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
-            .collect();
-        let lw = Tensor::from_vec(lw, (rows, out), &Device::Cpu).unwrap();
         let run = |y: Tensor| {
-            let grads = (&y * &lw).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = weighted_sum(&y).unwrap().backward().unwrap();
             let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
             (y.clone(), g(&x), g(&a), g(&b))
         };
@@ -564,10 +520,6 @@ mod tests {
         let mask = rng
             .dropout_mask_on(&(rows, inp).into(), 0.1, &Device::Cpu)
             .unwrap();
-        let lw: Vec<f32> = (0..rows * out)
-            .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
-            .collect();
-        let lw = Tensor::from_vec(lw, (rows, out), &Device::Cpu).unwrap();
         let run = |dev: &Device, wdtype: DType| {
             let x = Var::from_tensor(&x.to_device(dev).unwrap()).unwrap();
             let a = Var::from_tensor(&a.to_device(dev).unwrap()).unwrap();
@@ -586,12 +538,7 @@ mod tests {
                 mask: Some(&mask),
             };
             let y = linear(x.as_tensor(), &frozen, Some(&ad)).unwrap();
-            let grads = (&y * &lw.to_device(dev).unwrap())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let grads = weighted_sum(&y).unwrap().backward().unwrap();
             let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
             [
                 cpu(&y),

@@ -1,4 +1,4 @@
-//! Opening CUDA device 0 the way vlmtest uses it (the `cuda` feature).
+//! Opening a CUDA device the way vlmtest uses it (without the `cuda` feature, candle's error).
 //!
 //! Two cudarc defaults cost host time on every one of the thousands of tensors a training step
 //! allocates, for nothing in a program that issues its work on one stream:
@@ -10,13 +10,16 @@
 //! `open` turns both off (events untracked, threshold at the maximum, as PyTorch's caching
 //! allocator keeps its blocks). `VLMTEST_CUDA_DEFAULTS=1` keeps cudarc's defaults, to compare.
 
+#[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::{result, sys};
+#[cfg(feature = "cuda")]
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaDevice, Device};
+use candle_core::Device;
 
 /// CUDA device `ordinal`, tuned as above.
 pub fn open(ordinal: usize) -> candle_core::Result<Device> {
     let dev = Device::new_cuda(ordinal)?;
+    #[cfg(feature = "cuda")]
     if std::env::var_os("VLMTEST_CUDA_DEFAULTS").is_none() {
         if let Device::Cuda(c) = &dev {
             tune(c)?;
@@ -25,7 +28,8 @@ pub fn open(ordinal: usize) -> candle_core::Result<Device> {
     Ok(dev)
 }
 
-fn tune(dev: &CudaDevice) -> candle_core::Result<()> {
+#[cfg(feature = "cuda")]
+fn tune(dev: &candle_core::CudaDevice) -> candle_core::Result<()> {
     // SAFETY: the events are only read when the context runs several streams, and candle's
     // device issues all its work on one; buffers allocated before this call keep theirs.
     unsafe { dev.disable_event_tracking() };

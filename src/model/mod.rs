@@ -6,7 +6,6 @@
 
 pub mod chatml;
 pub mod checkpoint;
-#[cfg(feature = "cuda")]
 pub mod cuda_device;
 pub mod fetch;
 pub mod gguf;

@@ -76,7 +76,7 @@ pub fn device_for(kind: Option<DeviceKind>) -> Result<candle_core::Device, Train
         None => Ok(crate::model::spec::default_device()),
         Some(DeviceKind::Cpu) => Ok(candle_core::Device::Cpu),
         Some(DeviceKind::Cuda) => {
-            cuda_device(0).map_err(|e| TrainError::Config {
+            crate::model::cuda_device::open(0).map_err(|e| TrainError::Config {
                 field: "device",
                 reason: format!(
                     "no CUDA device ({e}); build with `--features cuda` on a machine with a GPU, or pass --device cpu"
@@ -84,16 +84,6 @@ pub fn device_for(kind: Option<DeviceKind>) -> Result<candle_core::Device, Train
             })
         }
     }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize) -> candle_core::Result<candle_core::Device> {
-    crate::model::cuda_device::open(ordinal)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(ordinal: usize) -> candle_core::Result<candle_core::Device> {
-    candle_core::Device::new_cuda(ordinal)
 }
 
 /// Every setting, all optional: one TOML table and one flag set.

@@ -13,9 +13,9 @@
 //! Frozen operands (the norm weight, the rotary tables, the targets) are inputs of the ops that get
 //! no gradient, so every backend reads them where they are.
 
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D,
-};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 pub mod adamw;
@@ -62,15 +62,10 @@ fn last_dim(l: &Layout, op: &str) -> candle_core::Result<usize> {
     }
 }
 
-/// The f32 view of a CUDA input (the cuda feature on), or an error naming the op (off: candle's
-/// CUDA storage then never exists).
+// Each op's `cuda_fwd` exists with the `cuda` feature only; without it candle's CUDA storage
+// never exists, and the trait's default (an error naming the op) stands.
 #[cfg(feature = "cuda")]
 use cuda::view;
-
-#[cfg(not(feature = "cuda"))]
-fn no_cuda<T>(op: &str) -> candle_core::Result<T> {
-    candle_core::bail!("{op}: this build has no CUDA support")
-}
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm with a frozen weight.
@@ -121,6 +116,7 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sx: &CudaStorage,
@@ -129,20 +125,12 @@ impl CustomOp2 for RmsNorm {
         lw: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let (rows, width) = norm_rows(lx, lw, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let (x, w) = (view(sx, lx, self.name())?, view(sw, lw, self.name())?);
-            let r = cuda::Rows { rows, width };
-            Ok((
-                cuda::rms_norm(&sx.device, &x, &w, r, self.eps)?,
-                lx.shape().clone(),
-            ))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sx, sw, rows, width);
-            no_cuda(self.name())
-        }
+        let (x, w) = (view(sx, lx, self.name())?, view(sw, lw, self.name())?);
+        let r = cuda::Rows { rows, width };
+        Ok((
+            cuda::rms_norm(&sx.device, &x, &w, r, self.eps)?,
+            lx.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -195,6 +183,7 @@ impl CustomOp3 for RmsNormGrad {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sx: &CudaStorage,
@@ -205,19 +194,11 @@ impl CustomOp3 for RmsNormGrad {
         lg: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let (rows, width) = norm_rows(lx, lw, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let (x, w) = (view(sx, lx, self.name())?, view(sw, lw, self.name())?);
-            let g = view(sg, lg, self.name())?;
-            let r = cuda::Rows { rows, width };
-            let out = cuda::rms_norm_grad(&sx.device, &x, &w, &g, r, self.eps)?;
-            Ok((out, lx.shape().clone()))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sx, sw, sg, lg, rows, width);
-            no_cuda(self.name())
-        }
+        let (x, w) = (view(sx, lx, self.name())?, view(sw, lw, self.name())?);
+        let g = view(sg, lg, self.name())?;
+        let r = cuda::Rows { rows, width };
+        let out = cuda::rms_norm_grad(&sx.device, &x, &w, &g, r, self.eps)?;
+        Ok((out, lx.shape().clone()))
     }
 }
 
@@ -279,25 +260,18 @@ impl CustomOp1 for CausalSoftmax {
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
         let t = square_last(l, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let r = cuda::Rows {
-                rows: l.shape().elem_count() / t,
-                width: t,
-            };
-            let x = view(s, l, self.name())?;
-            Ok((
-                cuda::causal_softmax(&s.device, &x, r, self.scale)?,
-                l.shape().clone(),
-            ))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (s, t);
-            no_cuda(self.name())
-        }
+        let r = cuda::Rows {
+            rows: l.shape().elem_count() / t,
+            width: t,
+        };
+        let x = view(s, l, self.name())?;
+        Ok((
+            cuda::causal_softmax(&s.device, &x, r, self.scale)?,
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -341,6 +315,7 @@ impl CustomOp2 for CausalSoftmaxGrad {
         Ok((CpuStorage::F32(out), lp.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sp: &CudaStorage,
@@ -349,21 +324,13 @@ impl CustomOp2 for CausalSoftmaxGrad {
         lg: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let t = square_last(lp, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let r = cuda::Rows {
-                rows: lp.shape().elem_count() / t,
-                width: t,
-            };
-            let (p, g) = (view(sp, lp, self.name())?, view(sg, lg, self.name())?);
-            let out = cuda::causal_softmax_grad(&sp.device, &p, &g, r, self.scale)?;
-            Ok((out, lp.shape().clone()))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sp, sg, lg, t);
-            no_cuda(self.name())
-        }
+        let r = cuda::Rows {
+            rows: lp.shape().elem_count() / t,
+            width: t,
+        };
+        let (p, g) = (view(sp, lp, self.name())?, view(sg, lg, self.name())?);
+        let out = cuda::causal_softmax_grad(&sp.device, &p, &g, r, self.scale)?;
+        Ok((out, lp.shape().clone()))
     }
 }
 
@@ -478,6 +445,7 @@ impl CustomOp3 for Rope {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sx: &CudaStorage,
@@ -488,19 +456,11 @@ impl CustomOp3 for Rope {
         ls: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let (dims, per_batch) = rope_dims(lx, lc, ls, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let x = view(sx, lx, self.name())?;
-            let (c, s) = (view(sc, lc, self.name())?, view(ss, ls, self.name())?);
-            let sign = if self.inverse { -1.0 } else { 1.0 };
-            let out = cuda::rope(&sx.device, &x, &c, &s, dims, per_batch, sign)?;
-            Ok((out, lx.shape().clone()))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sx, sc, ss, dims, per_batch);
-            no_cuda(self.name())
-        }
+        let x = view(sx, lx, self.name())?;
+        let (c, s) = (view(sc, lc, self.name())?, view(ss, ls, self.name())?);
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let out = cuda::rope(&sx.device, &x, &c, &s, dims, per_batch, sign)?;
+        Ok((out, lx.shape().clone()))
     }
 
     fn bwd(
@@ -594,6 +554,7 @@ impl CustomOp2 for SiluMul {
         Ok((CpuStorage::F32(out), lg.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sg: &CudaStorage,
@@ -602,16 +563,8 @@ impl CustomOp2 for SiluMul {
         lu: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let n = same_shape(lg, lu, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let (g, u) = (view(sg, lg, self.name())?, view(su, lu, self.name())?);
-            Ok((cuda::silu_mul(&sg.device, &g, &u, n)?, lg.shape().clone()))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sg, su, n);
-            no_cuda(self.name())
-        }
+        let (g, u) = (view(sg, lg, self.name())?, view(su, lu, self.name())?);
+        Ok((cuda::silu_mul(&sg.device, &g, &u, n)?, lg.shape().clone()))
     }
 
     fn bwd(
@@ -667,6 +620,7 @@ impl CustomOp3 for SiluMulGrad {
         Ok((CpuStorage::F32(out), stacked_pair(lg)))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sg: &CudaStorage,
@@ -677,20 +631,12 @@ impl CustomOp3 for SiluMulGrad {
         ld: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let n = same_shape(lg, lu, self.name())?.max(same_shape(lg, ld, self.name())?);
-        #[cfg(feature = "cuda")]
-        {
-            let (g, u) = (view(sg, lg, self.name())?, view(su, lu, self.name())?);
-            let dy = view(sd, ld, self.name())?;
-            Ok((
-                cuda::silu_mul_grad(&sg.device, &g, &u, &dy, n)?,
-                stacked_pair(lg),
-            ))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sg, su, sd, n);
-            no_cuda(self.name())
-        }
+        let (g, u) = (view(sg, lg, self.name())?, view(su, lu, self.name())?);
+        let dy = view(sd, ld, self.name())?;
+        Ok((
+            cuda::silu_mul_grad(&sg.device, &g, &u, &dy, n)?,
+            stacked_pair(lg),
+        ))
     }
 }
 
@@ -753,6 +699,7 @@ impl CustomOp2 for Nll {
         Ok((CpuStorage::F32(out), Shape::from(rows)))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sx: &CudaStorage,
@@ -761,17 +708,9 @@ impl CustomOp2 for Nll {
         lt: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let (rows, width) = nll_rows(lx, lt, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let (x, t) = (view(sx, lx, self.name())?, view(st, lt, self.name())?);
-            let r = cuda::Rows { rows, width };
-            Ok((cuda::nll(&sx.device, &x, &t, r)?, Shape::from(rows)))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sx, st, rows, width);
-            no_cuda(self.name())
-        }
+        let (x, t) = (view(sx, lx, self.name())?, view(st, lt, self.name())?);
+        let r = cuda::Rows { rows, width };
+        Ok((cuda::nll(&sx.device, &x, &t, r)?, Shape::from(rows)))
     }
 
     fn bwd(
@@ -822,6 +761,7 @@ impl CustomOp3 for NllGrad {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sx: &CudaStorage,
@@ -832,21 +772,13 @@ impl CustomOp3 for NllGrad {
         lg: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let (rows, width) = nll_rows(lx, lt, self.name())?;
-        #[cfg(feature = "cuda")]
-        {
-            let (x, t) = (view(sx, lx, self.name())?, view(st, lt, self.name())?);
-            let g = view(sg, lg, self.name())?;
-            let r = cuda::Rows { rows, width };
-            Ok((
-                cuda::nll_grad(&sx.device, &x, &t, &g, r)?,
-                lx.shape().clone(),
-            ))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sx, st, sg, lg, rows, width);
-            no_cuda(self.name())
-        }
+        let (x, t) = (view(sx, lx, self.name())?, view(st, lt, self.name())?);
+        let g = view(sg, lg, self.name())?;
+        let r = cuda::Rows { rows, width };
+        Ok((
+            cuda::nll_grad(&sx.device, &x, &t, &g, r)?,
+            lx.shape().clone(),
+        ))
     }
 }
 
@@ -925,7 +857,7 @@ mod tests {
 
     use super::*;
     use crate::lora::LoraRng;
-    use crate::test_support::max_abs_diff;
+    use crate::test_support::{max_abs_diff, weighted_sum};
 
     fn rand(rng: &mut LoraRng, shape: &[usize]) -> Var {
         let n = shape.iter().product();
@@ -944,15 +876,7 @@ mod tests {
                 .collect();
             let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
             let y = f(&ts).unwrap();
-            let n = y.elem_count();
-            let w: Vec<f32> = (0..n)
-                .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
-                .collect();
-            let w = Tensor::from_vec(w, y.shape(), &Device::Cpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = weighted_sum(&y).unwrap().backward().unwrap();
             let gs: Vec<Tensor> = vars
                 .iter()
                 .map(|v| {
@@ -1153,11 +1077,7 @@ mod tests {
                 let mut ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
                 ts.extend(inputs[grads_of..].iter().map(|t| t.to_device(dev).unwrap()));
                 let y = f(&ts).unwrap();
-                let w: Vec<f32> = (0..y.elem_count())
-                    .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
-                    .collect();
-                let w = Tensor::from_vec(w, y.shape(), dev).unwrap();
-                let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let grads = weighted_sum(&y).unwrap().backward().unwrap();
                 let gs: Vec<Tensor> = vars
                     .iter()
                     .map(|v| {

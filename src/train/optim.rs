@@ -131,16 +131,9 @@ impl AdamW {
     /// One update with the accumulated gradients (variables without a gradient are left alone).
     pub fn step(&mut self, grads: &GradAccumulator) -> Result<(), TrainError> {
         self.step += 1;
-        let p = self.params;
-        let t = self.step as i32;
         let step = AdamStep {
-            lr: p.lr,
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-            weight_decay: p.weight_decay,
-            bias_correction1: 1.0 - p.beta1.powi(t),
-            bias_correction2: 1.0 - p.beta2.powi(t),
+            params: self.params,
+            step: self.step,
             grad_scale: grads.grad_scale(),
         };
         for (name, var) in &self.vars {

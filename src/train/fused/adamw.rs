@@ -3,29 +3,45 @@
 //! update is about sixteen ops, each a fresh tensor (a kernel launch and an allocation on a GPU),
 //! for every one of a model's few hundred LoRA tensors.
 
-use candle_core::{CpuStorage, CudaStorage, DType, InplaceOp2, Layout, Tensor};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
 
-/// Elements handed to one rayon task at least.
-const MIN_ELEMS_PER_TASK: usize = 8192;
+use crate::train::optim::AdamWParams;
 
-/// The hyper-parameters of one step, bias corrections included.
+/// One step's settings: the optimizer's hyper-parameters, the step number and the factor the
+/// gradients are multiplied by first (global-norm clipping).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamStep {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// `1 − β1ᵗ` and `1 − β2ᵗ`.
-    pub bias_correction1: f64,
-    pub bias_correction2: f64,
-    /// Multiplies the gradient first (global-norm clipping).
+    pub params: AdamWParams,
+    /// 1 for the first update (the bias corrections' exponent).
+    pub step: usize,
     pub grad_scale: f64,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    super::slice(s, l, op)
+/// `(β1, β2, grad_scale)`, as the moment kernels take them.
+type MomentScalars = (f32, f32, f32);
+/// `(lr, 1 − lr·wd, 1 − β1ᵗ, 1 − β2ᵗ, ε)`, as the parameter kernels take them.
+type ApplyScalars = (f32, f32, f32, f32, f32);
+
+impl AdamStep {
+    fn moment_scalars(&self) -> MomentScalars {
+        let p = self.params;
+        (p.beta1 as f32, p.beta2 as f32, self.grad_scale as f32)
+    }
+
+    fn apply_scalars(&self) -> ApplyScalars {
+        let p = self.params;
+        let t = self.step as i32;
+        (
+            p.lr as f32,
+            (1.0 - p.lr * p.weight_decay) as f32,
+            (1.0 - p.beta1.powi(t)) as f32,
+            (1.0 - p.beta2.powi(t)) as f32,
+            p.eps as f32,
+        )
+    }
 }
 
 fn f32_slice_mut<'a>(
@@ -57,18 +73,14 @@ impl InplaceOp2 for Moments {
         sg: &CpuStorage,
         lg: &Layout,
     ) -> candle_core::Result<()> {
-        let g = f32_slice(sg, lg, self.name())?;
+        let g = super::slice(sg, lg, self.name())?;
         let mv = f32_slice_mut(smv, lmv, self.name())?;
         let (m, v) = mv.split_at_mut(g.len());
-        let (b1, b2, k) = (
-            self.0.beta1 as f32,
-            self.0.beta2 as f32,
-            self.0.grad_scale as f32,
-        );
+        let (b1, b2, k) = self.0.moment_scalars();
         m.par_iter_mut()
             .zip(v.par_iter_mut())
             .zip(g.par_iter())
-            .with_min_len(MIN_ELEMS_PER_TASK)
+            .with_min_len(super::MIN_ELEMS_PER_TASK)
             .for_each(|((m, v), g)| {
                 let g = g * k;
                 *m = b1 * *m + (1.0 - b1) * g;
@@ -77,6 +89,7 @@ impl InplaceOp2 for Moments {
         Ok(())
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         smv: &mut CudaStorage,
@@ -84,17 +97,7 @@ impl InplaceOp2 for Moments {
         sg: &CudaStorage,
         lg: &Layout,
     ) -> candle_core::Result<()> {
-        #[cfg(feature = "cuda")]
-        {
-            let s = self.0;
-            let scalars = (s.beta1 as f32, s.beta2 as f32, s.grad_scale as f32);
-            super::cuda::adamw_moments(smv, lmv, sg, lg, scalars)
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (smv, lmv, sg, lg);
-            super::no_cuda(self.name())
-        }
+        super::cuda::adamw_moments(smv, lmv, sg, lg, self.0.moment_scalars())
     }
 }
 
@@ -113,25 +116,20 @@ impl InplaceOp2 for Apply {
         smv: &CpuStorage,
         lmv: &Layout,
     ) -> candle_core::Result<()> {
-        let mv = f32_slice(smv, lmv, self.name())?;
+        let mv = super::slice(smv, lmv, self.name())?;
         let p = f32_slice_mut(sp, lp, self.name())?;
         let (m, v) = mv.split_at(p.len());
-        let s = self.0;
-        let (lr, decay) = (s.lr as f32, (1.0 - s.lr * s.weight_decay) as f32);
-        let (bc1, bc2, eps) = (
-            s.bias_correction1 as f32,
-            s.bias_correction2 as f32,
-            s.eps as f32,
-        );
+        let (lr, decay, bc1, bc2, eps) = self.0.apply_scalars();
         p.par_iter_mut()
             .zip(m.par_iter().zip(v.par_iter()))
-            .with_min_len(MIN_ELEMS_PER_TASK)
+            .with_min_len(super::MIN_ELEMS_PER_TASK)
             .for_each(|(p, (m, v))| {
                 *p = *p * decay - lr * (m / bc1) / ((v / bc2).sqrt() + eps);
             });
         Ok(())
     }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         sp: &mut CudaStorage,
@@ -139,23 +137,7 @@ impl InplaceOp2 for Apply {
         smv: &CudaStorage,
         lmv: &Layout,
     ) -> candle_core::Result<()> {
-        #[cfg(feature = "cuda")]
-        {
-            let s = self.0;
-            let scalars = (
-                s.lr as f32,
-                (1.0 - s.lr * s.weight_decay) as f32,
-                s.bias_correction1 as f32,
-                s.bias_correction2 as f32,
-                s.eps as f32,
-            );
-            super::cuda::adamw_apply(sp, lp, smv, lmv, scalars)
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (sp, lp, smv, lmv);
-            super::no_cuda(self.name())
-        }
+        super::cuda::adamw_apply(sp, lp, smv, lmv, self.0.apply_scalars())
     }
 }
 

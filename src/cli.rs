@@ -10,6 +10,7 @@ use crate::case::Case;
 use crate::config::project_root;
 use crate::model::replay::ReplayModel;
 use crate::report::{self, junit, table, Report};
+use crate::run_store;
 use crate::session::{Overrides, Session};
 
 /// Exit codes, in one place: 0 passed, 1 a gate (or a case of an ungated suite) failed, 2 could
@@ -88,12 +89,70 @@ pub enum Command {
     JudgeSteps(crate::judge::steps::StepsArgs),
     /// Fetch the default local model into the cache (done on first use otherwise); print its path.
     FetchModel,
+    /// List the stored runs (target/vlmtest/runs/), oldest first; prune old ones.
+    Runs {
+        #[arg(long, value_enum, default_value = "table")]
+        format: RunsFormat,
+        /// Remove all runs but the newest `--keep`.
+        #[arg(long, requires = "keep")]
+        prune: bool,
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// Compare two runs (run ids, `latest`, run folders or report files), or two models run on
+    /// the same cases (`--model A --model B`): metrics side by side with paired intervals and
+    /// p-values, then the fixed, broken and both-failing cases.
+    Compare(CompareArgs),
     /// Render saved reports (default: every target/vlmtest/report-*.json).
     Report {
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RunsFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The two sides: run ids (or unique prefixes), `latest`, run folders or report files.
+    #[arg(num_args = 0..=2)]
+    pub sides: Vec<String>,
+    /// Instead of saved runs: run these two model specs on the same cases first (each is stored
+    /// as a run), then compare them. Give it twice.
+    #[arg(long = "model", num_args = 1)]
+    pub models: Vec<String>,
+    /// PEFT adapter for the first `--model`.
+    #[arg(long)]
+    pub adapter_a: Option<PathBuf>,
+    /// PEFT adapter for the second `--model`.
+    #[arg(long)]
+    pub adapter_b: Option<PathBuf>,
+    #[command(flatten)]
+    pub selection: Selection,
+    #[arg(long)]
+    pub max_samples: Option<usize>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: CompareFormat,
+    /// Paired bootstrap resamples.
+    #[arg(long, default_value_t = crate::metric::significance::DEFAULT_BOOTSTRAP.resamples)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = crate::metric::significance::DEFAULT_BOOTSTRAP.seed)]
+    pub seed: u64,
+    /// Significance level for marking a difference better or worse.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
 }
 
 /// Parses the process arguments and runs the command.
@@ -121,6 +180,12 @@ pub fn main() -> ExitCode {
             run(&root, &selection, &overrides, format, record)
         }
         Command::Report { paths, format } => show_reports(&root, paths, format),
+        Command::Runs {
+            format,
+            prune,
+            keep,
+        } => runs(&root, format, prune.then_some(keep).flatten()),
+        Command::Compare(args) => compare(&root, &args),
         Command::Import(args) => match crate::task::import::run_import(&args) {
             Ok(()) => exit::PASSED,
             Err(e) => {
@@ -283,6 +348,16 @@ fn run(
         reports.push(r);
     }
     render(&reports, format);
+    let label = main_model_label(&session, &eval);
+    let adapter = session.config.model.adapter.clone();
+    match run_store::save(&out_dir, &session.root, &label, adapter.as_deref(), &reports) {
+        Ok(meta) => eprintln!(
+            "run: {} ({})",
+            meta.id,
+            run_store::runs_dir(&out_dir).join(&meta.id).display()
+        ),
+        Err(e) => eprintln!("warning: cannot store the run: {e}"),
+    }
     if let Some(tps) = eval.stats.tokens_per_second() {
         eprintln!(
             "answers: {} from cache, {} generated ({:.1} tok/s decode+prompt), {} failed",
@@ -296,7 +371,7 @@ fn run(
     }
     eprintln!("reports: {}", out_dir.display());
     let failed = reports.iter().any(|r| {
-        if r.gates.is_empty() {
+        if r.gates.is_empty() && r.baseline.is_none() {
             r.failed > 0
         } else {
             !r.gates_passed()
@@ -353,5 +428,143 @@ fn show_reports(root: &std::path::Path, mut paths: Vec<PathBuf>, format: Format)
         }
     }
     render(&reports, format);
+    exit::PASSED
+}
+
+/// The label of the model under test (`[model]` / `--model`), for the run id; the first suite's
+/// model when no suite uses it.
+fn main_model_label(session: &Session, eval: &crate::session::Evaluation) -> String {
+    let main = session.config.model.spec.as_str();
+    eval.model_labels
+        .iter()
+        .find(|(suite, _)| session.config.model_spec_for(suite) == main)
+        .or_else(|| eval.model_labels.iter().next())
+        .map(|(_, label)| label.clone())
+        .unwrap_or_else(|| "unresolved".into())
+}
+
+fn runs(root: &std::path::Path, format: RunsFormat, prune: Option<usize>) -> u8 {
+    let out_dir = report::output_dir(root);
+    if let Some(keep) = prune {
+        match run_store::prune(&out_dir, keep) {
+            Ok(removed) => eprintln!("pruned {} run(s), kept the newest {keep}", removed.len()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        }
+    }
+    match run_store::list(&out_dir) {
+        Ok(metas) => {
+            match format {
+                RunsFormat::Table => print!("{}", table::grid(&run_store::table_rows(&metas))),
+                RunsFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&metas).unwrap_or_default()
+                ),
+            }
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+/// Runs one model over the selection and stores the run; returns its label and reports.
+fn run_model(
+    root: &std::path::Path,
+    args: &CompareArgs,
+    model: &str,
+    adapter: Option<&PathBuf>,
+) -> Result<(String, Vec<Report>), String> {
+    let overrides = Overrides {
+        model: Some(model.to_owned()),
+        adapter: adapter.cloned(),
+        max_samples: args.max_samples,
+        max_new_tokens: None,
+    };
+    let session = Session::open(root, &overrides).map_err(|e| e.to_string())?;
+    if print_load_errors(&session) {
+        return Err("some cases did not load".into());
+    }
+    let cases = selected(&session, &args.selection);
+    if cases.is_empty() {
+        return Err("no cases selected".into());
+    }
+    eprintln!("vlmtest: {} cases on `{model}`", cases.len());
+    let eval = session.evaluate(&cases, true);
+    if eval.stats.failed > 0 {
+        return Err(format!(
+            "model `{model}` failed to answer {} case(s)",
+            eval.stats.failed
+        ));
+    }
+    let reports: Vec<Report> = session
+        .suites
+        .iter()
+        .filter(|s| cases.iter().any(|c| c.id.suite == s.name))
+        .map(|s| session.report(s, &eval))
+        .collect();
+    let label = main_model_label(&session, &eval);
+    let out_dir = report::output_dir(root);
+    let meta = run_store::save(&out_dir, root, &label, adapter.map(PathBuf::as_path), &reports)
+        .map_err(|e| e.to_string())?;
+    eprintln!("run: {}", meta.id);
+    Ok((format!("run {} ({label})", meta.id), reports))
+}
+
+fn compare(root: &std::path::Path, args: &CompareArgs) -> u8 {
+    let sides = match (args.sides.len(), args.models.len()) {
+        (2, 0) => {
+            let out_dir = report::output_dir(root);
+            let a = run_store::resolve(&out_dir, &args.sides[0]);
+            let b = run_store::resolve(&out_dir, &args.sides[1]);
+            a.and_then(|a| b.map(|b| (a, b))).map_err(|e| e.to_string())
+        }
+        (0, 2) => run_model(root, args, &args.models[0], args.adapter_a.as_ref()).and_then(|a| {
+            run_model(root, args, &args.models[1], args.adapter_b.as_ref()).map(|b| (a, b))
+        }),
+        _ => Err("give two runs (`vlmtest compare A B`) or two models (`--model A --model B`)".into()),
+    };
+    let ((la, mut ra), (lb, mut rb)) = match sides {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    if !args.selection.suites.is_empty() {
+        ra.retain(|r| args.selection.suites.contains(&r.suite));
+        rb.retain(|r| args.selection.suites.contains(&r.suite));
+    }
+    let opts = crate::compare::Options {
+        bootstrap: crate::metric::significance::Bootstrap {
+            resamples: args.resamples,
+            seed: args.seed,
+        },
+        alpha: args.alpha,
+    };
+    let sides = crate::compare::Sides { a: la, b: lb };
+    let cmp = match crate::compare::compare(sides, &ra, &rb, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    if cmp.suites.is_empty() {
+        eprintln!("error: the two sides share no suite");
+        return exit::ERROR;
+    }
+    match args.format {
+        CompareFormat::Table => print!("{}", crate::compare::render::table(&cmp)),
+        CompareFormat::Markdown => print!("{}", crate::compare::render::markdown(&cmp)),
+        CompareFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&cmp).unwrap_or_default()
+        ),
+    }
     exit::PASSED
 }

@@ -126,6 +126,16 @@ pub struct SuiteConfig {
     pub slices: Vec<String>,
     /// Cases of this suite come from an importer instead of `cases/<name>.jsonl`.
     pub source: Option<SourceConfig>,
+    /// Bootstrap resamples behind the report's intervals of scorer means and task metrics
+    /// (seeded, so reproducible); 0 leaves the intervals out.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// The regression gate against a baseline run (`[suites.<name>.baseline]`).
+    pub baseline: Option<crate::compare::BaselineConfig>,
+}
+
+fn default_bootstrap() -> usize {
+    crate::metric::significance::DEFAULT_BOOTSTRAP.resamples
 }
 
 /// A gate's bound: a bare number is a minimum.
@@ -183,6 +193,8 @@ impl Default for SuiteConfig {
             gates: BTreeMap::new(),
             slices: Vec::new(),
             source: None,
+            bootstrap: default_bootstrap(),
+            baseline: None,
         }
     }
 }

@@ -23,6 +23,11 @@ pub fn report_trial_name(suite: &str) -> String {
     format!("{suite}::report")
 }
 
+/// The name of a suite's baseline-comparison trial (suites with `[suites.<name>.baseline]`).
+pub fn compare_trial_name(suite: &str) -> String {
+    format!("{suite}::compare")
+}
+
 /// The name of the trial that reports a suite's loading errors.
 pub fn load_trial_name(suite: &str) -> String {
     format!("{suite}::load")
@@ -68,7 +73,9 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     // Select: cases whose trial would run, plus every case of a suite whose report would run.
     let mut selected: BTreeSet<String> = BTreeSet::new();
     for suite in &session.suites {
+        let has_baseline = session.config.suite(&suite.name).baseline.is_some();
         let whole = would_run(args, &report_trial_name(&suite.name), false)
+            || (has_baseline && would_run(args, &compare_trial_name(&suite.name), false))
             || (args.exact
                 && suite
                     .cases
@@ -146,8 +153,19 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
             );
         }
         let report_name = report_trial_name(&suite.name);
-        if would_run(args, &report_name, false) {
+        let compare_name = compare_trial_name(&suite.name);
+        let has_baseline = session.config.suite(&suite.name).baseline.is_some();
+        let wants_compare = has_baseline && would_run(args, &compare_name, false);
+        if would_run(args, &report_name, false) || wants_compare {
             let report = session.report(suite, &eval);
+            if has_baseline {
+                let check = report.baseline.clone();
+                trials.push(Trial::test(compare_name, move || match check {
+                    Some(b) if b.passed => Ok(()),
+                    Some(b) => Err(Failed::from(baseline_failure(&b))),
+                    None => Err(Failed::from("the baseline check did not run")),
+                }));
+            }
             let out_dir = report::output_dir(&root);
             if let Err(e) = report::write_json(&out_dir, &report) {
                 eprintln!("vlmtest: could not write the report of {}: {e}", suite.name);
@@ -176,6 +194,9 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
             }));
         } else {
             trials.push(Trial::test(report_name, || Ok(())));
+            if has_baseline {
+                trials.push(Trial::test(compare_name, || Ok(())));
+            }
         }
     }
     let conclusion = libtest_mimic::run(args, trials);
@@ -190,6 +211,30 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     conclusion
 }
 
+/// What a failed `suite::compare` trial prints: the broken rules, then the comparison table.
+fn baseline_failure(b: &crate::compare::BaselineCheck) -> String {
+    let mut out = format!("baseline {} failed its rules:\n", b.baseline);
+    if let Some(e) = &b.error {
+        out.push_str(&format!("  {e}\n"));
+    }
+    for r in b.rules.iter().filter(|r| !r.passed) {
+        out.push_str(&format!("  {}: {}\n", r.rule, r.detail));
+    }
+    if let Some(c) = &b.comparison {
+        let cmp = crate::compare::Comparison {
+            sides: crate::compare::Sides {
+                a: format!("baseline {}", b.baseline),
+                b: "this run".into(),
+            },
+            suites: vec![c.clone()],
+            unmatched_suites: Vec::new(),
+        };
+        out.push('\n');
+        out.push_str(&crate::compare::render::table(&cmp));
+    }
+    out
+}
+
 /// Trials with names only, for `--list` (reads suite files, never the model).
 fn skeleton(session: &Session) -> Vec<Trial> {
     let mut trials = Vec::new();
@@ -201,6 +246,9 @@ fn skeleton(session: &Session) -> Vec<Trial> {
             trials.push(Trial::test(c.id.test_name(), || Ok(())).with_ignored_flag(c.ignored));
         }
         trials.push(Trial::test(report_trial_name(&suite.name), || Ok(())));
+        if session.config.suite(&suite.name).baseline.is_some() {
+            trials.push(Trial::test(compare_trial_name(&suite.name), || Ok(())));
+        }
     }
     trials
 }

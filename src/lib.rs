@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod case;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod harness;
 pub mod image;
@@ -18,6 +19,7 @@ pub mod metric;
 pub mod model;
 pub mod pipeline;
 pub mod report;
+pub mod run_store;
 pub mod score;
 pub mod serve;
 pub mod session;

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cache::AnswerCache;
+use crate::compare::{self, BaselineConfig};
+use crate::run_store;
 use crate::case::{Case, Expectation};
 use crate::config::Config;
 use crate::model::spec::ModelSpec;
@@ -267,7 +269,37 @@ impl Session {
             .unwrap_or_else(|| "unresolved".into());
         let mut r = report::build(&suite.name, &label, &cfg, &cases, &verdicts, tasks);
         r.judge = eval.judge.get(&suite.name).cloned();
+        if let Some(b) = &cfg.baseline {
+            let base = self.baseline_report(b, &suite.name);
+            r.baseline = Some(compare::baseline::check(b, base, &r));
+        }
         r
+    }
+
+    /// The baseline report a suite's `[suites.<name>.baseline]` names: a report file, a run
+    /// folder (relative to the project root) or a stored run.
+    fn baseline_report(&self, b: &BaselineConfig, suite: &str) -> Result<Report, String> {
+        let reports = match (&b.report, &b.run) {
+            (Some(_), Some(_)) => return Err("set `report` or `run`, not both".into()),
+            (None, None) => return Err("set `report` (a file) or `run` (a run id)".into()),
+            (Some(p), None) => {
+                let path = self.root.join(p);
+                if path.is_dir() {
+                    run_store::load_reports(&path)
+                } else {
+                    run_store::read_report(&path).map(|r| vec![r])
+                }
+            }
+            (None, Some(id)) => {
+                run_store::resolve(&report::output_dir(&self.root), id).map(|(_, r)| r)
+            }
+        };
+        let reports = reports.map_err(|e| e.to_string())?;
+        let n = reports.len();
+        reports
+            .into_iter()
+            .find(|r| r.suite == suite || n == 1)
+            .ok_or_else(|| format!("{} holds no report of suite `{suite}`", b.describe()))
     }
 }
 

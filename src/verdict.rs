@@ -12,6 +12,9 @@ use crate::score::{Score, ScoreStatus};
 pub struct Verdict {
     pub name: String,
     pub category: String,
+    /// The case's tags, so a saved report can be compared by tag (`max_broken` of `critical`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     pub passed: bool,
     pub answer: Option<Answer>,
     /// The model failed to answer (load or inference error).
@@ -30,6 +33,7 @@ impl Verdict {
         Self {
             name: case.id.test_name(),
             category: case.id.category.clone(),
+            tags: case.tags.clone(),
             passed,
             answer,
             model_error,

@@ -13,6 +13,7 @@ pub mod matching;
 pub mod policy;
 pub mod ranking;
 pub mod regression;
+pub mod significance;
 pub mod slice;
 
 /// `num / den`, or 0 when `den` is 0 (scikit-learn's `zero_division=0`).

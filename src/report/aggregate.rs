@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use super::columns::Columns;
 use super::{gate, Report, ScorerSummary, Tally};
 use crate::case::Case;
 use crate::config::SuiteConfig;
+use crate::metric::significance::{percentile_interval, Bootstrap, Interval, DEFAULT_BOOTSTRAP};
 use crate::score::ScoreStatus;
 use crate::verdict::Verdict;
 
@@ -22,18 +24,50 @@ pub fn wilson95(passed: usize, n: usize) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-pub fn tally(passed: usize, cases: usize) -> Tally {
-    let pass_rate = if cases == 0 {
+/// `passed / cases`, 0 for no cases: every pass rate of a report (overall, per category, per
+/// slice) and of a resample.
+pub fn rate(passed: usize, cases: usize) -> f64 {
+    if cases == 0 {
         0.0
     } else {
         passed as f64 / cases as f64
-    };
+    }
+}
+
+/// The mean of a scorer's values over the cases it scored; `None` when it scored none.
+pub fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+pub fn tally(passed: usize, cases: usize) -> Tally {
     Tally {
         cases,
         passed,
-        pass_rate,
+        pass_rate: rate(passed, cases),
         pass_rate_ci95: wilson95(passed, cases),
     }
+}
+
+/// 95% percentile-bootstrap intervals of every aggregate metric of `verdicts` (see
+/// `Columns::metrics`), from `boot.resamples` seeded resamples of the cases.
+pub fn bootstrap_intervals(verdicts: &[Verdict], boot: Bootstrap) -> BTreeMap<String, Interval> {
+    let Ok(columns) = Columns::new(verdicts) else {
+        return BTreeMap::new();
+    };
+    let mut replicates: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut draws = boot.draws(columns.len());
+    while let Some(idx) = draws.next_draw() {
+        for (k, v) in columns.metrics(idx, false) {
+            replicates.entry(k).or_default().push(v);
+        }
+    }
+    replicates
+        .into_iter()
+        .filter_map(|(k, mut v)| percentile_interval(&mut v).map(|i| (k, i)))
+        .collect()
 }
 
 fn metadata_value(case: &Case, field: &str) -> String {
@@ -54,28 +88,62 @@ pub fn build(
     tasks: BTreeMap<String, serde_json::Value>,
 ) -> Report {
     let passed = verdicts.iter().filter(|v| v.passed).count();
-    let mut scorers: BTreeMap<String, (ScorerSummary, f64)> = BTreeMap::new();
+    let mut scorers: BTreeMap<String, (ScorerSummary, Vec<f64>)> = BTreeMap::new();
     for v in verdicts {
         for s in &v.scores {
-            let (sum, total) = scorers.entry(s.scorer.clone()).or_default();
+            let (sum, values) = scorers.entry(s.scorer.clone()).or_default();
             match s.status {
                 ScoreStatus::Scored => {
                     sum.scored += 1;
                     sum.passed += usize::from(s.passed);
-                    *total += s.value.unwrap_or(0.0);
+                    values.push(s.value.unwrap_or(0.0));
                 }
                 ScoreStatus::ScorerError => sum.errors += 1,
                 ScoreStatus::Skipped => {}
             }
         }
     }
+    let boot = Bootstrap {
+        resamples: cfg.bootstrap,
+        ..DEFAULT_BOOTSTRAP
+    };
+    let intervals = bootstrap_intervals(verdicts, boot);
     let scorers = scorers
         .into_iter()
-        .map(|(k, (mut s, total))| {
-            s.mean = (s.scored > 0).then(|| total / s.scored as f64);
+        .map(|(k, (mut s, values))| {
+            s.mean = mean(values);
+            s.mean_ci95 = intervals.get(&format!("score.{k}")).map(|i| (i.lo, i.hi));
             (k, s)
         })
         .collect();
+    let mut tasks = tasks;
+    for (name, value) in tasks.iter_mut() {
+        let prefix = format!("{name}.");
+        let ci: serde_json::Map<String, serde_json::Value> = intervals
+            .iter()
+            .filter_map(|(k, i)| {
+                let metric = k.strip_prefix(&prefix)?;
+                Some((metric.to_owned(), serde_json::json!([i.lo, i.hi])))
+            })
+            .collect();
+        // Differences within a task (the spam model's uplift over its TF-IDF baseline on the
+        // same rows) are paired; their bootstrap p-value says whether the uplift is real.
+        let p: serde_json::Map<String, serde_json::Value> = intervals
+            .iter()
+            .filter_map(|(k, i)| {
+                let metric = k.strip_prefix(&prefix)?;
+                metric
+                    .starts_with("uplift.")
+                    .then(|| (metric.to_owned(), serde_json::json!(i.p_zero)))
+            })
+            .collect();
+        if let (Some(obj), false) = (value.as_object_mut(), ci.is_empty()) {
+            obj.insert("ci95".into(), serde_json::Value::Object(ci));
+            if !p.is_empty() {
+                obj.insert("p_value".into(), serde_json::Value::Object(p));
+            }
+        }
+    }
     let mut cats: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for v in verdicts {
         let e = cats.entry(v.category.clone()).or_default();
@@ -102,6 +170,7 @@ pub fn build(
         suite: suite.to_owned(),
         model: model.to_owned(),
         overall: tally(passed, verdicts.len()),
+        baseline: None,
         failed: verdicts.len() - passed,
         model_errors: verdicts.iter().filter(|v| v.model_error.is_some()).count(),
         scorer_errors: verdicts.iter().filter(|v| v.has_scorer_error()).count(),

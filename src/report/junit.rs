@@ -20,11 +20,12 @@ fn escape(s: &str) -> String {
 pub fn render(reports: &[Report]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
     for r in reports {
+        let baseline_failed = r.baseline.as_ref().is_some_and(|b| !b.passed);
         out.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n",
             escape(&r.suite),
-            r.overall.cases,
-            r.failed - r.model_errors,
+            r.overall.cases + usize::from(r.baseline.is_some()),
+            r.failed - r.model_errors + usize::from(baseline_failed),
             r.model_errors
         ));
         for v in &r.verdicts {
@@ -57,6 +58,30 @@ pub fn render(reports: &[Report]) -> String {
                 ));
             }
             out.push_str("    </testcase>\n");
+        }
+        if let Some(b) = &r.baseline {
+            let name = format!("{}::compare", r.suite);
+            out.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                escape(&r.suite),
+                escape(&name)
+            ));
+            if b.passed {
+                out.push_str("/>\n");
+            } else {
+                let mut why: Vec<String> = b.error.iter().cloned().collect();
+                why.extend(
+                    b.rules
+                        .iter()
+                        .filter(|x| !x.passed)
+                        .map(|x| format!("{}: {}", x.rule, x.detail)),
+                );
+                out.push_str(&format!(
+                    ">\n      <failure message=\"baseline {}: {}\"/>\n    </testcase>\n",
+                    escape(&b.baseline),
+                    escape(&why.join("; "))
+                ));
+            }
         }
         out.push_str("  </testsuite>\n");
     }

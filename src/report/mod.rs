@@ -2,6 +2,7 @@
 //! rendered as a terminal table, JSON, JUnit XML and an insta snapshot.
 
 mod aggregate;
+pub mod columns;
 pub mod gate;
 pub mod junit;
 pub mod snapshot;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use aggregate::build;
+pub use aggregate::{bootstrap_intervals, build, mean, rate};
 
 use crate::verdict::Verdict;
 
@@ -33,6 +34,9 @@ pub struct ScorerSummary {
     pub passed: usize,
     /// Mean of the values (None when nothing was scored).
     pub mean: Option<f64>,
+    /// The mean's 95% percentile-bootstrap interval over the cases (seeded, so reproducible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_ci95: Option<(f64, f64)>,
     /// Scorer errors (e.g. judge errors), counted apart from model failures.
     pub errors: usize,
 }
@@ -62,7 +66,8 @@ pub struct Report {
     pub categories: BTreeMap<String, Tally>,
     /// Breakdowns by metadata field: field → value → tally.
     pub slices: BTreeMap<String, BTreeMap<String, Tally>>,
-    /// Task metrics (`deals`, `spam`, …): task → metric → value, plus details.
+    /// Task metrics (`deals`, `spam`, …): task → `{metrics, details, ci95}`, where `ci95` holds
+    /// each metric's 95% percentile-bootstrap interval over the cases.
     pub tasks: BTreeMap<String, serde_json::Value>,
     pub gates: Vec<GateResult>,
     /// The LLM judge's counters for this suite's judge expectations (calls, retries, cache hits,
@@ -70,6 +75,10 @@ pub struct Report {
     /// into the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::judge::JudgeStats>,
+    /// The comparison with the suite's baseline and its rules (`[suites.<name>.baseline]`);
+    /// absent when the suite has none. Not in the snapshot (it is about another run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::compare::BaselineCheck>,
     /// Every case's verdict (JSON report only; not in the snapshot).
     pub verdicts: Vec<Verdict>,
 }
@@ -89,9 +98,9 @@ impl GateResult {
 }
 
 impl Report {
-    /// All gates passed.
+    /// All gates passed, the baseline rules included.
     pub fn gates_passed(&self) -> bool {
-        self.gates.iter().all(|g| g.passed)
+        self.gates.iter().all(|g| g.passed) && self.baseline.as_ref().is_none_or(|b| b.passed)
     }
 }
 

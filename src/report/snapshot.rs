@@ -34,6 +34,8 @@ pub fn view(report: &Report) -> Value {
     if let Value::Object(o) = &mut v {
         o.remove("verdicts");
         o.remove("model");
+        // The baseline comparison is about another run; its outcome is the `suite::compare` trial.
+        o.remove("baseline");
         // Judge calls, retries, cache hits and tokens vary run to run; the outcome counts do not.
         if let Some(j) = o.remove("judge").and(report.judge.as_ref()) {
             o.insert(

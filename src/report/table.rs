@@ -30,6 +30,37 @@ fn cell(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
+/// Left-aligned fixed-width columns, the first row a header underlined with dashes.
+pub fn grid(rows: &[Vec<String>]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let widths: Vec<usize> = (0..first.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if n == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A fixed-width summary of several suite reports.
 pub fn summary(reports: &[Report]) -> String {
     let mut scorer_names: Vec<String> = reports
@@ -62,15 +93,21 @@ pub fn summary(reports: &[Report]) -> String {
             ),
         ];
         for name in &scorer_names {
-            row.push(cell(r.scorers.get(name).and_then(|s| s.mean)));
+            row.push(match r.scorers.get(name) {
+                Some(s) => mean_cell(s),
+                None => "-".into(),
+            });
         }
-        let failed: Vec<&str> = r
+        let mut failed: Vec<&str> = r
             .gates
             .iter()
             .filter(|g| !g.passed)
             .map(|g| g.name.as_str())
             .collect();
-        row.push(if r.gates.is_empty() {
+        if r.baseline.as_ref().is_some_and(|b| !b.passed) {
+            failed.push("baseline");
+        }
+        row.push(if r.gates.is_empty() && r.baseline.is_none() {
             "-".into()
         } else if failed.is_empty() {
             "ok".into()
@@ -79,24 +116,7 @@ pub fn summary(reports: &[Report]) -> String {
         });
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (n, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-        if n == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push_str(&rule.join("  "));
-            out.push('\n');
-        }
-    }
+    let mut out = grid(&rows);
     for r in reports {
         if let Some(j) = &r.judge {
             out.push_str(&judge_line(&r.suite, j));
@@ -113,8 +133,28 @@ pub fn summary(reports: &[Report]) -> String {
                 g.describe()
             ));
         }
+        if let Some(b) = r.baseline.as_ref().filter(|b| !b.passed) {
+            out.push_str(&format!(
+                "baseline failed: {} against {}\n",
+                r.suite, b.baseline
+            ));
+            if let Some(e) = &b.error {
+                out.push_str(&format!("  {e}\n"));
+            }
+            for rule in b.rules.iter().filter(|x| !x.passed) {
+                out.push_str(&format!("  {}: {}\n", rule.rule, rule.detail));
+            }
+        }
     }
     out
+}
+
+/// A scorer's mean with its 95% interval: `0.57 [0.45,0.69]`.
+fn mean_cell(s: &super::ScorerSummary) -> String {
+    match (s.mean, s.mean_ci95) {
+        (Some(m), Some((lo, hi))) => format!("{m:.2} [{lo:.2},{hi:.2}]"),
+        (m, _) => cell(m),
+    }
 }
 
 /// `judge judge_smoke (smollm2): 6 items: 6 scored, 0 skipped, 0 errors, 1 repaired; 7 HTTP
@@ -164,6 +204,7 @@ mod tests {
             tasks: BTreeMap::new(),
             gates: Vec::new(),
             judge,
+            baseline: None,
             verdicts: Vec::new(),
         }
     }

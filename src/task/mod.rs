@@ -53,13 +53,109 @@ pub fn score(task: &str, spec: &Value, answer: &str) -> Score {
 }
 
 /// One task's aggregate logic.
-pub(crate) trait Aggregator {
+pub(crate) trait Aggregator: 'static {
     /// The type of `Score::data` this task's scorer writes.
-    type Row: DeserializeOwned;
+    type Row: DeserializeOwned + Send + Sync + 'static;
     /// Slice fields always reported, and groups that always appear in them.
     const SLICES: &'static [(&'static str, &'static [&'static str])];
     /// Metrics and details of a set of rows; `None` for no rows.
     fn compute(rows: &[&Self::Row]) -> Option<(BTreeMap<String, f64>, Value)>;
+    /// The metrics alone, for resampling (bootstrap intervals, paired comparison). A task may
+    /// leave out what is costly and is not a statistic of fixed rows (spam's threshold sweep
+    /// picks an operating point); every metric it returns equals `compute`'s.
+    fn metrics(rows: &[&Self::Row]) -> Option<BTreeMap<String, f64>> {
+        Self::compute(rows).map(|(m, _)| m)
+    }
+}
+
+/// Metrics that are counts, not statistics of the rows: left out of intervals and comparisons.
+pub const COUNT_METRICS: [&str; 2] = ["n", "scorer_errors"];
+
+/// A task's rows, parsed once from their scores, measured on any subset of them: the report's
+/// metrics on all rows, a bootstrap resample, or the cases two runs share. It goes through the
+/// same `Aggregator` functions as the report, so no metric is computed twice in two ways.
+pub trait RowSet: Send + Sync {
+    /// Number of rows.
+    fn len(&self) -> usize;
+    /// Whether there are no rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The metrics (with their higher-is-better complements) of the rows at `idx`, `None` when
+    /// they have none. `full` computes every metric as the report does; otherwise only those a
+    /// resample needs (see `Aggregator::metrics`).
+    fn metrics(&self, idx: &[usize], full: bool) -> Option<BTreeMap<String, f64>>;
+}
+
+struct Parsed<A: Aggregator>(Vec<A::Row>);
+
+impl<A: Aggregator> RowSet for Parsed<A> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn metrics(&self, idx: &[usize], full: bool) -> Option<BTreeMap<String, f64>> {
+        let rows: Vec<&A::Row> = idx.iter().filter_map(|&i| self.0.get(i)).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut m = if full {
+            A::compute(&rows)?.0
+        } else {
+            A::metrics(&rows)?
+        };
+        add_complements(&mut m);
+        Some(m)
+    }
+}
+
+fn parse_rows<A: Aggregator>(
+    rows: impl IntoIterator<Item = (String, Value)>,
+) -> Result<Vec<A::Row>, TaskError> {
+    rows.into_iter()
+        .map(|(case, data)| {
+            serde_json::from_value(data).map_err(|e| TaskError::Data {
+                case,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Parses the `Score::data` of a task's scored rows, `(case name, data)` each, into a `RowSet`.
+pub fn row_set(
+    task: &str,
+    rows: impl IntoIterator<Item = (String, Value)>,
+) -> Result<Box<dyn RowSet>, TaskError> {
+    fn boxed<A: Aggregator>(
+        rows: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<Box<dyn RowSet>, TaskError> {
+        Ok(Box::new(Parsed::<A>(parse_rows::<A>(rows)?)))
+    }
+    match task {
+        "deals" => boxed::<deals::Deals>(rows),
+        "spam" => boxed::<spam::Spam>(rows),
+        "price" => boxed::<price::Price>(rows),
+        "labels" => boxed::<labels::Labels>(rows),
+        other => Err(TaskError::UnknownTask(other.into())),
+    }
+}
+
+/// Whether a lower value of `metric` (a task metric name without its task, `smape`) is better;
+/// `None` for metrics with no better direction (chosen thresholds, review and demote rates).
+pub fn lower_is_better(metric: &str) -> Option<bool> {
+    const LOWER: [&str; 5] = ["smape", "mae", "ece", "malformed_rate", "parse_failure_rate"];
+    const NEUTRAL: [&str; 4] = [
+        "sweep.review_threshold",
+        "sweep.demote_threshold",
+        "policy.review_rate",
+        "policy.demote_rate",
+    ];
+    if NEUTRAL.contains(&metric) || COUNT_METRICS.contains(&metric) {
+        None
+    } else {
+        Some(LOWER.contains(&metric))
+    }
 }
 
 /// Aggregates a suite's task scores (those whose scorer is `task`), sliced by the task's default
@@ -119,7 +215,7 @@ fn run<A: Aggregator>(
     items: &[(&Case, &Score)],
     extra: &[&str],
 ) -> Result<TaskReport, TaskError> {
-    let mut rows = Vec::new();
+    let mut data = Vec::new();
     let mut cases = Vec::new();
     let mut scorer_errors = 0usize;
     for (case, score) in items.iter().filter(|(_, s)| s.scorer == task) {
@@ -131,14 +227,10 @@ fn run<A: Aggregator>(
             }
             ScoreStatus::Skipped => continue,
         }
-        let row: A::Row =
-            serde_json::from_value(score.data.clone()).map_err(|e| TaskError::Data {
-                case: case.id.test_name(),
-                message: e.to_string(),
-            })?;
-        rows.push(row);
+        data.push((case.id.test_name(), score.data.clone()));
         cases.push(*case);
     }
+    let rows = parse_rows::<A>(data)?;
     let all: Vec<&A::Row> = rows.iter().collect();
     let (mut metrics, details) = A::compute(&all).unwrap_or_default();
     add_complements(&mut metrics);

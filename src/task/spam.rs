@@ -15,6 +15,7 @@ use crate::metric::calibration::calibration;
 use crate::metric::classification::binary;
 use crate::metric::policy::{evaluate, grid, sweep};
 use crate::metric::ranking::average_precision;
+use crate::metric::significance::{mcnemar_exact, PairCounts};
 use crate::score::Score;
 
 /// The seed's default policy thresholds.
@@ -195,6 +196,18 @@ impl Aggregator for Spam {
         &[("image", &["present", "missing"])];
 
     fn compute(rows: &[&SpamRow]) -> Option<(BTreeMap<String, f64>, Value)> {
+        measure(rows, true)
+    }
+
+    /// Everything but the threshold sweep: its chosen point is a selection over the rows, not a
+    /// statistic of them, and it costs 231 policy evaluations per resample.
+    fn metrics(rows: &[&SpamRow]) -> Option<BTreeMap<String, f64>> {
+        measure(rows, false).map(|(m, _)| m)
+    }
+}
+
+/// The spam metrics and details; the threshold sweep only when `with_sweep`.
+fn measure(rows: &[&SpamRow], with_sweep: bool) -> Option<(BTreeMap<String, f64>, Value)> {
         let truth: Vec<bool> = rows.iter().map(|r| r.truth).collect();
         let pred: Vec<bool> = rows.iter().map(|r| r.predicted()).collect();
         let p: Vec<f64> = rows.iter().map(|r| r.p_spam()).collect();
@@ -231,17 +244,18 @@ impl Aggregator for Spam {
         m.insert("policy.macro_f1".into(), configured.macro_f1);
         m.insert("policy.review_rate".into(), configured.review_rate);
         m.insert("policy.demote_rate".into(), configured.demote_rate);
-        let sw = sweep(&truth, &decisions, &grid(SWEEP_STEPS))?;
-        m.insert("sweep.macro_f1".into(), sw.best.macro_f1);
-        m.insert("sweep.review_threshold".into(), sw.best.review_threshold);
-        m.insert("sweep.demote_threshold".into(), sw.best.demote_threshold);
-
         let mut details = json!({
             "confusion": b.confusion,
             "reliability_bins": cal.bins,
             "policy": configured,
-            "sweep": { "chosen": sw.best, "macro_f1": sweep_table(&sw.table) },
         });
+        if with_sweep {
+            let sw = sweep(&truth, &decisions, &grid(SWEEP_STEPS))?;
+            m.insert("sweep.macro_f1".into(), sw.best.macro_f1);
+            m.insert("sweep.review_threshold".into(), sw.best.review_threshold);
+            m.insert("sweep.demote_threshold".into(), sw.best.demote_threshold);
+            details["sweep"] = json!({ "chosen": sw.best, "macro_f1": sweep_table(&sw.table) });
+        }
         let base: Option<Vec<BaselinePrediction>> = rows.iter().map(|r| r.baseline).collect();
         if let Some(base) = base {
             let bp: Vec<bool> = base.iter().map(|x| x.is_spam).collect();
@@ -251,12 +265,34 @@ impl Aggregator for Spam {
             m.insert("baseline.f1".into(), bb.f1);
             m.insert("baseline.macro_f1".into(), bb.macro_f1);
             m.insert("baseline.auprc".into(), average_precision(&truth, &bs)?);
+            let b_auprc = average_precision(&truth, &bs)?;
             m.insert("uplift.macro_f1".into(), b.macro_f1 - bb.macro_f1);
+            m.insert("uplift.accuracy".into(), b.accuracy - bb.accuracy);
+            m.insert("uplift.auprc".into(), auprc - b_auprc);
             details["baseline_confusion"] =
                 serde_json::to_value(&bb.confusion).unwrap_or(Value::Null);
+            // The model and the baseline answered the same rows: the exact McNemar test on
+            // their right/wrong pairs.
+            let mut pairs = PairCounts::default();
+            for (r, q) in rows.iter().zip(&bp) {
+                // Right as the case's score counts it: a malformed answer is never right.
+                let model_right = !r.malformed && r.predicted() == r.truth;
+                match (*q == r.truth, model_right) {
+                    (true, true) => pairs.both_pass += 1,
+                    (false, true) => pairs.fixed += 1,
+                    (true, false) => pairs.broken += 1,
+                    (false, false) => pairs.both_fail += 1,
+                }
+            }
+            details["baseline_pairs"] = json!({
+                "both_right": pairs.both_pass,
+                "model_only_right": pairs.fixed,
+                "baseline_only_right": pairs.broken,
+                "both_wrong": pairs.both_fail,
+                "mcnemar_p": mcnemar_exact(pairs.fixed, pairs.broken),
+            });
         }
         Some((m, details))
-    }
 }
 
 #[cfg(test)]

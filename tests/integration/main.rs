@@ -2,6 +2,7 @@
 
 mod gguf_adapter;
 mod gguf_model;
+mod compare;
 mod harness;
 mod judge_examples;
 mod judge_faults;

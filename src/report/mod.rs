@@ -3,6 +3,7 @@
 
 mod aggregate;
 pub mod gate;
+pub mod html;
 pub mod junit;
 pub mod snapshot;
 pub mod table;

@@ -1,0 +1,69 @@
+// Filters (status, category, slice, text) and sorting of the case list, and the image lightbox.
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var list = $("case-list");
+  var cards = Array.prototype.slice.call(list.children);
+  var fStatus = $("f-status"), fCat = $("f-cat"), fSlice = $("f-slice");
+  var fText = $("f-text"), fSort = $("f-sort"), count = $("f-count");
+  var texts = null;
+  function apply() {
+    var s = fStatus.value, c = fCat.value, sl = fSlice.value;
+    var t = fText.value.trim().toLowerCase();
+    if (t && !texts) texts = cards.map(function (e) { return e.textContent.toLowerCase(); });
+    var shown = 0;
+    cards.forEach(function (e, i) {
+      var ok = (!s || e.dataset.status === s) && (!c || e.dataset.cat === c) &&
+        (!sl || e.dataset.slices.indexOf("|" + sl + "|") >= 0) && (!t || texts[i].indexOf(t) >= 0);
+      e.hidden = !ok;
+      if (ok) shown++;
+    });
+    count.textContent = shown + " of " + cards.length + " cases";
+  }
+  function sort() {
+    var k = fSort.value, order = cards.map(function (e, i) { return [e, i]; });
+    if (k !== "name") {
+      var dir = k === "score-asc" ? 1 : -1;
+      order.sort(function (a, b) {
+        return dir * (parseFloat(a[0].dataset.score) - parseFloat(b[0].dataset.score)) || a[1] - b[1];
+      });
+    }
+    var frag = document.createDocumentFragment();
+    order.forEach(function (p) { frag.appendChild(p[0]); });
+    list.appendChild(frag);
+  }
+  [fStatus, fCat, fSlice].forEach(function (el) { el.addEventListener("change", apply); });
+  fText.addEventListener("input", apply);
+  fSort.addEventListener("change", sort);
+  // A link to a case hidden by the filters clears them first.
+  function reveal() {
+    var id = decodeURIComponent(location.hash.slice(1)), el = id && $(id);
+    if (el && el.hidden) {
+      fStatus.value = fCat.value = fSlice.value = fText.value = "";
+      apply();
+      el.scrollIntoView();
+    }
+  }
+  window.addEventListener("hashchange", reveal);
+  var box = $("lightbox"), holder = box.querySelector("div");
+  function close() { box.hidden = true; holder.textContent = ""; }
+  document.addEventListener("click", function (ev) {
+    if (!box.hidden) { close(); return; }
+    var el = ev.target.closest("img.thumb, svg.overlay");
+    if (!el) return;
+    var big;
+    if (el.tagName === "IMG") {
+      var full = el.dataset.full && $(el.dataset.full);
+      big = new Image();
+      big.alt = el.alt;
+      big.src = full ? full.textContent.trim() : el.src;
+    } else {
+      big = el.cloneNode(true);
+    }
+    holder.appendChild(big);
+    box.hidden = false;
+  });
+  document.addEventListener("keydown", function (ev) { if (ev.key === "Escape" && !box.hidden) close(); });
+  apply();
+  reveal();
+})();

@@ -2,6 +2,7 @@
 //! rendered as a terminal table, JSON, JUnit XML and an insta snapshot.
 
 mod aggregate;
+pub mod export;
 pub mod gate;
 pub mod html;
 pub mod junit;

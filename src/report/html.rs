@@ -205,8 +205,9 @@ fn summary(out: &mut String, r: &Report) {
         if r.scorer_errors > 0 { " bad" } else { "" },
         r.scorer_errors
     );
+    out.push_str(r#"<div class="tables">"#);
     if !r.gates.is_empty() {
-        out.push_str("<h4>Gates</h4><table><tr><th>gate</th><th>bounds</th><th>actual</th><th>outcome</th></tr>");
+        out.push_str("<div><h4>Gates</h4><table><tr><th>gate</th><th>bounds</th><th>actual</th><th>outcome</th></tr>");
         for g in &r.gates {
             let _ = write!(
                 out,
@@ -219,10 +220,10 @@ fn summary(out: &mut String, r: &Report) {
                 if g.passed { "passed" } else { "FAILED" }
             );
         }
-        out.push_str("</table>");
+        out.push_str("</table></div>");
     }
     if !r.scorers.is_empty() {
-        out.push_str("<h4>Scorers</h4><table><tr><th>scorer</th><th>scored</th><th>passed</th><th>pass rate, 95% CI</th><th>mean</th><th>errors</th></tr>");
+        out.push_str("<div><h4>Scorers</h4><table><tr><th>scorer</th><th>scored</th><th>passed</th><th>pass rate, 95% CI</th><th>mean</th><th>errors</th></tr>");
         for (name, s) in &r.scorers {
             let t = super::aggregate::tally(s.passed, s.scored);
             let _ = write!(
@@ -236,12 +237,12 @@ fn summary(out: &mut String, r: &Report) {
                 s.errors
             );
         }
-        out.push_str("</table>");
+        out.push_str("</table></div>");
     }
     if let Some(j) = &r.judge {
         let _ = write!(
             out,
-            r#"<h4>Judge</h4><p class="judge">{}: {} items, {} scored, {} skipped, {} errors, {} repaired; {} HTTP calls, {} retries, {} cache hits; {} prompt + {} completion tokens, ${:.4}</p>"#,
+            r#"<div><h4>Judge</h4><p class="judge">{}: {} items, {} scored, {} skipped, {} errors, {} repaired; {} HTTP calls, {} retries, {} cache hits; {} prompt + {} completion tokens, ${:.4}</p></div>"#,
             escape(if j.judge_model.is_empty() {
                 "no judge"
             } else {
@@ -264,6 +265,7 @@ fn summary(out: &mut String, r: &Report) {
     for (field, groups) in &r.slices {
         tally_table(out, &format!("Slice: {field}"), field, groups.iter());
     }
+    out.push_str("</div>");
 }
 
 fn tally_table<'a>(
@@ -278,7 +280,7 @@ fn tally_table<'a>(
     }
     let _ = write!(
         out,
-        r#"<h4>{}</h4><table><tr><th>{}</th><th>cases</th><th>passed</th><th>pass rate, 95% CI</th><th></th></tr>"#,
+        r#"<div><h4>{}</h4><table><tr><th>{}</th><th>cases</th><th>passed</th><th>pass rate, 95% CI</th><th></th></tr>"#,
         escape(title),
         escape(what)
     );
@@ -293,7 +295,7 @@ fn tally_table<'a>(
             t.pass_rate * 100.0
         );
     }
-    out.push_str("</table>");
+    out.push_str("</table></div>");
 }
 
 /// The page for `reports`. Pure apart from reading the cases' image files.

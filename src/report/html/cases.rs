@@ -30,7 +30,7 @@ pub fn thumb(out: &mut String, store: &ImageStore, src: &crate::case::ImageSourc
         Some(Err(why)) => {
             let _ = write!(
                 out,
-                r#"<div class="noimg" title="{0}">image unavailable: {0}</div>"#,
+                r#"<div class="noimg" title="{0}">image could not be embedded: {0}</div>"#,
                 escape(why)
             );
         }
@@ -231,7 +231,11 @@ pub(super) fn card(
     if score <= 1.0 && score >= 0.0 {
         let _ = write!(out, r#"<span class="score">min score {score:.3}</span>"#);
     }
-    if let Some(a) = &v.answer {
+    if let Some(a) = v
+        .answer
+        .as_ref()
+        .filter(|a| a.prompt_tokens + a.generated_tokens > 0)
+    {
         let _ = write!(
             out,
             r#"<span class="tokens">{} + {} tokens</span>"#,

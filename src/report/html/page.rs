@@ -20,7 +20,7 @@ pub(super) fn head(out: &mut String, reports: &[Report], meta: &HtmlMeta) {
     let title = meta.title.as_deref().unwrap_or("vlmtest report");
     let _ = write!(
         out,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="{CSP}"><meta name="generator" content="vlmtest {}"><title>{}</title><style>{CSS}</style></head><body><header class="top"><h1>{}</h1><dl class="meta">"#,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="{CSP}"><meta name="generator" content="vlmtest {}"><title>{}</title><style>{CSS}</style></head><body><header class="top"><h1>{}</h1><div class="meta">"#,
         env!("CARGO_PKG_VERSION"),
         escape(title),
         escape(title)
@@ -72,10 +72,10 @@ pub(super) fn head(out: &mut String, reports: &[Report], meta: &HtmlMeta) {
             } else {
                 ""
             };
-            let _ = write!(out, "<dt>{k}</dt><dd{class}>{}</dd>", escape(&v));
+            let _ = write!(out, "<span{class}>{k} <b>{}</b></span>", escape(&v));
         }
     }
-    out.push_str("</dl><nav>");
+    out.push_str("</div><nav>");
     for (i, r) in reports.iter().enumerate() {
         let state = if r.gates.is_empty() {
             "none"

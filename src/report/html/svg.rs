@@ -176,17 +176,17 @@ pub fn sweep_heatmap(
         text(
             &mut out,
             "note",
-            W - MR,
-            MT + 12.0,
+            W - MR - 4.0,
+            H - MB - 22.0,
             "end",
-            &format!("chosen {r:.2}/{d:.2}"),
+            &format!("chosen: review {r:.2}, demote {d:.2}"),
         );
     }
     text(
         &mut out,
         "note",
-        W - MR,
-        MT + 24.0,
+        W - MR - 4.0,
+        H - MB - 8.0,
         "end",
         &format!("F1 {lo:.2} (light) to {hi:.2} (dark)"),
     );
@@ -206,10 +206,12 @@ pub fn confusion(title: &str, labels: &[String], counts: &[Vec<u64>]) -> String 
                 .max()
                 .unwrap_or(4)
                 .min(24) as f64;
-    let cell = (280.0 / k).clamp(18.0, 70.0);
-    let (w, h) = (left + cell * k + 10.0, MT + 18.0 + cell * k + 24.0);
+    // The same width as the other plots, so every plot's text has the same size on the page.
+    let cell = ((W - left - 10.0) / k).min(190.0 / k).min(60.0);
+    let left = left.max((W - cell * k) / 2.0);
+    let (w, h) = (W, MT + 18.0 + cell * k + 24.0);
     let mut out = String::new();
-    open(&mut out, w.max(200.0), h, title);
+    open(&mut out, w, h, title);
     let top = MT + 18.0;
     text(
         &mut out,
@@ -536,7 +538,7 @@ mod tests {
         let cells = [(0.0, 0.0, 0.5), (0.0, 1.0, 0.7), (1.0, 1.0, 0.6)];
         let h = sweep_heatmap(&cells, Some((0.0, 1.0)), 20);
         assert_eq!(marks(&h), 4, "three cells and the chosen point");
-        assert!(h.contains("chosen 0.00/1.00"));
+        assert!(h.contains("chosen: review 0.00, demote 1.00"));
 
         let c = confusion(
             "Spam",

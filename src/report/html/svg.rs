@@ -509,7 +509,7 @@ mod tests {
     use super::*;
 
     fn marks(svg: &str) -> usize {
-        svg.matches("class=\"mark").count()
+        svg.matches("class=\"mark ").count()
     }
 
     #[test]

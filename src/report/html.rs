@@ -187,6 +187,17 @@ pub fn sort_score(v: &Verdict) -> f64 {
         .unwrap_or(2.0)
 }
 
+/// The system prompt every case of a suite shares: shown once in the suite's section rather
+/// than in each case (it is most of a row's text in the task suites).
+pub(crate) fn common_system<'a>(r: &Report, meta: &'a HtmlMeta) -> Option<&'a str> {
+    let mut it = r
+        .verdicts
+        .iter()
+        .map(|v| meta.cases.get(&v.name).and_then(|c| c.system.as_deref()));
+    let first = it.next()??;
+    it.all(|s| s == Some(first)).then_some(first)
+}
+
 /// `0.93 [0.81, 0.97]`.
 fn rate_ci(rate: f64, ci: (f64, f64)) -> String {
     format!("{rate:.3} [{:.3}, {:.3}]", ci.0, ci.1)
@@ -334,6 +345,13 @@ pub fn render(reports: &[Report], meta: &HtmlMeta) -> String {
             escape(&r.model)
         );
         summary(&mut out, r);
+        if let Some(s) = common_system(r, meta) {
+            let _ = write!(
+                out,
+                r#"<details><summary>system prompt (every case)</summary><pre>{}</pre></details>"#,
+                escape(s)
+            );
+        }
         tasks::render(&mut out, r, meta);
         gallery::render(&mut out, r, meta, &store);
         out.push_str("</section>");

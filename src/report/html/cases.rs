@@ -38,6 +38,7 @@ pub fn thumb(out: &mut String, store: &ImageStore, src: &crate::case::ImageSourc
     }
 }
 
+/// An `<img>` whose data the page's script fills in from `data-src` when it nears the viewport.
 fn img(out: &mut String, e: &Embedded) {
     let full = e
         .full
@@ -45,8 +46,12 @@ fn img(out: &mut String, e: &Embedded) {
         .unwrap_or_default();
     let _ = write!(
         out,
-        r#"<img class="thumb" loading="lazy" decoding="async" width="{}" height="{}" alt="case image {}x{}"{full} src="{}">"#,
-        e.thumb_width, e.thumb_height, e.width, e.height, e.thumb
+        r#"<img class="thumb" loading="lazy" decoding="async" width="{}" height="{}" alt="case image {}x{}"{full} data-src="{}">"#,
+        e.thumb_width,
+        e.thumb_height,
+        e.width,
+        e.height,
+        e.thumb_id()
     );
 }
 
@@ -193,12 +198,21 @@ pub fn deals_overlay(info: &CaseInfo, v: &Verdict, store: &ImageStore) -> Option
     if truth.is_empty() && pred.is_empty() {
         return None;
     }
-    Some(boxes_overlay(
+    let svg = boxes_overlay(
         "deal boxes: truth solid, predicted dashed, unmatched in red",
-        Some(store.best_uri(e)),
+        None,
         (e.width as f64, e.height as f64),
         &truth,
         &pred,
+    );
+    Some(format!(
+        r#"<div class="overlay" style="--ar:{:.4}"><img class="page" decoding="async" width="{}" height="{}" alt="page image {}x{}" data-src="{}">{svg}</div>"#,
+        e.width as f64 / e.height.max(1) as f64,
+        e.width,
+        e.height,
+        e.width,
+        e.height,
+        e.best_id()
     ))
 }
 
@@ -210,6 +224,7 @@ pub(super) fn card(
     slices: &[String],
     meta: &HtmlMeta,
     store: &ImageStore,
+    common_system: Option<&str>,
 ) {
     let info = meta.cases.get(&v.name);
     let mut slice_attr = String::from("|");
@@ -257,7 +272,7 @@ pub(super) fn card(
     out.push_str(r#"<div class="text">"#);
     match info {
         Some(info) => {
-            if let Some(s) = &info.system {
+            if let Some(s) = info.system.as_deref().filter(|s| Some(*s) != common_system) {
                 let _ = write!(out, r#"<details><summary>system prompt</summary><pre>{}</pre></details>"#, escape(s));
             }
             pre(out, "prompt", "prompt", &info.prompt);
@@ -319,6 +334,7 @@ mod tests {
             &["image=missing".into()],
             &HtmlMeta::default(),
             &ImageStore::default(),
+            None,
         );
         assert!(!out.contains("<img src=x"), "{out}");
         assert!(out.contains("&lt;img src=x onerror=alert(1)&gt;"));

@@ -45,11 +45,26 @@
     }
   }
   window.addEventListener("hashchange", reveal);
+  // Images: an <img data-src="t-N"> gets its data URI from the hidden element t-N when it nears
+  // the viewport, so only the rows on screen are decoded.
+  function load(img) {
+    var data = !img.getAttribute("src") && img.dataset.src && $(img.dataset.src);
+    if (data) img.src = data.textContent.trim();
+  }
+  var lazy = document.querySelectorAll("img[data-src]");
+  if ("IntersectionObserver" in window) {
+    var io = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) { if (e.isIntersecting) { load(e.target); io.unobserve(e.target); } });
+    }, { rootMargin: "800px 0px" });
+    lazy.forEach(function (i) { io.observe(i); });
+  } else {
+    lazy.forEach(load);
+  }
   var box = $("lightbox"), holder = box.querySelector("div");
   function close() { box.hidden = true; holder.textContent = ""; }
   document.addEventListener("click", function (ev) {
     if (!box.hidden) { close(); return; }
-    var el = ev.target.closest("img.thumb, svg.overlay");
+    var el = ev.target.closest("img.thumb, .overlay");
     if (!el) return;
     var big;
     if (el.tagName === "IMG") {
@@ -59,6 +74,7 @@
       big.src = full ? full.textContent.trim() : el.src;
     } else {
       big = el.cloneNode(true);
+      Array.prototype.forEach.call(big.querySelectorAll("img"), load);
     }
     holder.appendChild(big);
     box.hidden = false;

@@ -181,16 +181,23 @@ pub(super) fn cases(out: &mut String, reports: &[Report], meta: &HtmlMeta, store
         out,
         r#"</select></label><label>search <input id="f-text" type="search" placeholder="name, prompt, answer, reason"></label><label>sort <select id="f-sort"><option value="name">by name</option><option value="score-asc">score, lowest first</option><option value="score-desc">score, highest first</option></select></label><span id="f-count">{total} of {total} cases</span></div><div id="case-list">"#
     );
+    let common: Vec<Option<&str>> = reports
+        .iter()
+        .map(|r| super::common_system(r, meta))
+        .collect();
     for (i, v, st, keys) in rows {
-        cases::card(out, &reports[i], v, st, &keys, meta, store);
+        cases::card(out, &reports[i], v, st, &keys, meta, store, common[i]);
     }
     out.push_str("</div></section>");
 }
 
 pub(super) fn tail(out: &mut String, store: &ImageStore) {
     out.push_str(r#"</main><div id="lightbox" hidden><div></div><p>click or press Escape to close</p></div>"#);
+    // Base64 and the `data:` prefix hold no `<`, so the text cannot end the element early.
+    for (i, t) in store.thumbs.iter().enumerate() {
+        let _ = write!(out, r#"<script type="text/plain" id="t-{i}">{t}</script>"#);
+    }
     for (i, f) in store.fulls.iter().enumerate() {
-        // Base64 and the `data:` prefix hold no `<`, so the text cannot end the element early.
         let _ = write!(
             out,
             r#"<script type="text/plain" id="full-{i}">{f}</script>"#

@@ -451,9 +451,9 @@ pub struct LabeledBox {
     pub matched: bool,
 }
 
-/// The page image (`href`, a data URI, drawn at the original `width` × `height` in user units)
-/// with the ground-truth boxes (solid) and predicted boxes (dashed) over it; unmatched boxes are
-/// coloured as errors.
+/// The ground-truth boxes (solid) and predicted boxes (dashed) of a page in its pixel
+/// coordinates (`width` × `height` user units), unmatched boxes coloured as errors; over the page
+/// image when `href` (a data URI) is given, else transparent, to lie over an `<img>`.
 pub fn boxes_overlay(
     title: &str,
     href: Option<&str>,
@@ -464,23 +464,16 @@ pub fn boxes_overlay(
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg class="plot overlay" viewBox="0 0 {width} {height}" role="img" aria-label="{l}"><title>{l}</title>"#,
+        r#"<svg class="plot boxes" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" aria-label="{l}"><title>{l}</title>"#,
         l = escape(title)
     );
-    match href {
-        Some(h) => {
-            let _ = write!(
-                out,
-                r#"<image class="page" href="{}" x="0" y="0" width="{width}" height="{height}"/>"#,
-                escape(h)
-            );
-        }
-        None => {
-            let _ = write!(
-                out,
-                r#"<rect class="frame" x="0" y="0" width="{width}" height="{height}"/>"#
-            );
-        }
+    // Without an image the SVG is transparent, to be laid over an `<img>` of the page.
+    if let Some(h) = href {
+        let _ = write!(
+            out,
+            r#"<image class="page" href="{}" x="0" y="0" width="{width}" height="{height}"/>"#,
+            escape(h)
+        );
     }
     let stroke = (width.max(height) / 300.0).max(1.0);
     for (kind, boxes) in [("gt", truth), ("pred", pred)] {

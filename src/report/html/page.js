@@ -19,6 +19,7 @@
       if (ok) shown++;
     });
     count.textContent = shown + " of " + cards.length + " cases";
+    if (typeof sweep === "function") sweep();
   }
   function sort() {
     var k = fSort.value, order = cards.map(function (e, i) { return [e, i]; });
@@ -31,6 +32,7 @@
     var frag = document.createDocumentFragment();
     order.forEach(function (p) { frag.appendChild(p[0]); });
     list.appendChild(frag);
+    sweep();
   }
   [fStatus, fCat, fSlice].forEach(function (el) { el.addEventListener("change", apply); });
   fText.addEventListener("input", apply);
@@ -51,15 +53,30 @@
     var data = !img.getAttribute("src") && img.dataset.src && $(img.dataset.src);
     if (data) img.src = data.textContent.trim();
   }
-  var lazy = document.querySelectorAll("img[data-src]");
+  // Only images near the viewport are loaded: on start, on scroll (debounced) and after a
+  // filter or sort change; an IntersectionObserver does the same where the browser has one.
+  var pending = Array.prototype.slice.call(document.querySelectorAll("img[data-src]"));
+  function sweep() {
+    var lo = -800, hi = window.innerHeight + 800;
+    pending = pending.filter(function (i) {
+      if (i.getAttribute("src")) return false;
+      if (i.offsetParent === null) return true;
+      var r = i.getBoundingClientRect();
+      if (r.bottom >= lo && r.top <= hi) { load(i); return false; }
+      return true;
+    });
+  }
+  var timer = null;
+  window.addEventListener("scroll", function () {
+    if (timer === null) timer = setTimeout(function () { timer = null; sweep(); }, 60);
+  }, { passive: true });
   if ("IntersectionObserver" in window) {
     var io = new IntersectionObserver(function (entries) {
       entries.forEach(function (e) { if (e.isIntersecting) { load(e.target); io.unobserve(e.target); } });
     }, { rootMargin: "800px 0px" });
-    lazy.forEach(function (i) { io.observe(i); });
-  } else {
-    lazy.forEach(load);
+    pending.forEach(function (i) { io.observe(i); });
   }
+  sweep();
   var box = $("lightbox"), holder = box.querySelector("div");
   function close() { box.hidden = true; holder.textContent = ""; }
   document.addEventListener("click", function (ev) {

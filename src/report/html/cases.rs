@@ -216,16 +216,25 @@ pub fn deals_overlay(info: &CaseInfo, v: &Verdict, store: &ImageStore) -> Option
     ))
 }
 
-pub(super) fn card(
-    out: &mut String,
-    r: &Report,
-    v: &Verdict,
-    st: Status,
-    slices: &[String],
-    meta: &HtmlMeta,
-    store: &ImageStore,
-    common_system: Option<&str>,
-) {
+/// What one case card shows beyond the page-wide cases and images.
+pub(super) struct Row<'a> {
+    pub report: &'a Report,
+    pub verdict: &'a Verdict,
+    pub status: Status,
+    /// `field=value` slice keys, for the slice filter.
+    pub slices: &'a [String],
+    /// The suite's shared system prompt, left out of the card.
+    pub common_system: Option<&'a str>,
+}
+
+pub(super) fn card(out: &mut String, row: &Row<'_>, meta: &HtmlMeta, store: &ImageStore) {
+    let Row {
+        report: r,
+        verdict: v,
+        status: st,
+        slices,
+        common_system,
+    } = *row;
     let info = meta.cases.get(&v.name);
     let mut slice_attr = String::from("|");
     for s in slices {
@@ -243,7 +252,7 @@ pub(super) fn card(
         escape(&v.name),
         key = st.key()
     );
-    if score <= 1.0 && score >= 0.0 {
+    if (0.0..=1.0).contains(&score) {
         let _ = write!(out, r#"<span class="score">min score {score:.3}</span>"#);
     }
     if let Some(a) = v
@@ -326,16 +335,15 @@ mod tests {
         let mut out = String::new();
         let st = Status::of(&v, false);
         assert_eq!(st, Status::JudgeError);
-        card(
-            &mut out,
-            &r,
-            &v,
-            st,
-            &["image=missing".into()],
-            &HtmlMeta::default(),
-            &ImageStore::default(),
-            None,
-        );
+        let slices = ["image=missing".to_owned()];
+        let row = Row {
+            report: &r,
+            verdict: &v,
+            status: st,
+            slices: &slices,
+            common_system: None,
+        };
+        card(&mut out, &row, &HtmlMeta::default(), &ImageStore::default());
         assert!(!out.contains("<img src=x"), "{out}");
         assert!(out.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(out.contains(r#"data-slices="|image=missing|""#));

@@ -186,7 +186,14 @@ pub(super) fn cases(out: &mut String, reports: &[Report], meta: &HtmlMeta, store
         .map(|r| super::common_system(r, meta))
         .collect();
     for (i, v, st, keys) in rows {
-        cases::card(out, &reports[i], v, st, &keys, meta, store, common[i]);
+        let row = cases::Row {
+            report: &reports[i],
+            verdict: v,
+            status: st,
+            slices: &keys,
+            common_system: common[i],
+        };
+        cases::card(out, &row, meta, store);
     }
     out.push_str("</div></section>");
 }
@@ -203,5 +210,5 @@ pub(super) fn tail(out: &mut String, store: &ImageStore) {
             r#"<script type="text/plain" id="full-{i}">{f}</script>"#
         );
     }
-    let _ = write!(out, "<script>{JS}</script></body></html>\n");
+    let _ = writeln!(out, "<script>{JS}</script></body></html>");
 }

@@ -3,7 +3,9 @@
 
 Reads the stored prediction files in fixtures/tasks/reference/ and writes
 fixtures/tasks/reference/expected.json; the Rust test `task_reference` asserts that vlmtest's
-numbers equal these to 1e-9 (the TF-IDF + logistic-regression baseline to the solver's tolerance).
+numbers equal these to 1e-9 (the TF-IDF + logistic-regression baseline to the solver's tolerance),
+and `export_bundle` that `vlmtest export`'s classification_report.json equals scikit-learn's
+`classification_report(output_dict=True)`.
 
     python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-reference.txt
     .venv/bin/python scripts/reference_metrics.py
@@ -24,6 +26,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    classification_report,
     average_precision_score,
     confusion_matrix,
     f1_score,
@@ -167,6 +170,25 @@ def labels_metrics(rows):
     return m, {"scene_confusion": {"labels": labels, "counts": cm}}
 
 
+def json_ready(report):
+    """classification_report's supports are numpy integers; JSON wants Python ones."""
+    return json.loads(json.dumps(report, default=lambda o: o.item()))
+
+
+def spam_classification_report(rows):
+    """Malformed answers predict 0, as in spam_metrics."""
+    y = [r["label"] for r in rows]
+    yp = [int(r["pred"]["is_spam"]) if r["pred"] else 0 for r in rows]
+    return json_ready(classification_report(y, yp, labels=[0, 1], output_dict=True, zero_division=0))
+
+
+def scene_classification_report(rows):
+    """The primary (first) true scene against the predicted one, "(none)" when missing."""
+    truth = [r["truth"]["scene"][0] for r in rows]
+    pred = [(r["pred"] or {}).get("scene") or "(none)" for r in rows]
+    return json_ready(classification_report(truth, pred, output_dict=True, zero_division=0))
+
+
 def complements(m):
     """Gates are minimums: lower-is-better metrics get a higher-is-better twin, as in vlmtest."""
     for low, high, scale in [("malformed_rate", "parsed_rate", 1.0), ("ece", "calibration", 1.0), ("smape", "smape_score", 200.0)]:
@@ -218,10 +240,12 @@ def main():
         kind = name.split("_")[0]
         if kind == "spam":
             expected[name] = run(name, spam_metrics, ["category", "image"], {"image": ["present", "missing"]})
+            expected[name]["classification_report"] = spam_classification_report(read_jsonl(ROOT / f"{name}.jsonl"))
         elif kind == "price":
             expected[name] = run(name, price_metrics, ["category"], {})
         elif kind == "labels":
             expected[name] = run(name, labels_metrics, ["category"], {})
+            expected[name]["classification_report"] = scene_classification_report(read_jsonl(ROOT / f"{name}.jsonl"))
     expected["baseline"] = baseline()
     out = ROOT / "expected.json"
     out.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")

@@ -40,6 +40,8 @@ pub enum Format {
     Table,
     Json,
     Junit,
+    /// One self-contained HTML page (images, plots, every case).
+    Html,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +110,17 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Write the artifact bundle of saved reports (default: every target/vlmtest/report-*.json):
+    /// predictions.csv, metrics.json, classification_report.json, run_metadata.json, report.html.
+    Export {
+        paths: Vec<PathBuf>,
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write artifacts.zip holding every file of the bundle.
+        #[arg(long)]
+        zip: bool,
     },
 }
 
@@ -186,6 +199,7 @@ pub fn main() -> ExitCode {
             keep,
         } => runs(&root, format, prune.then_some(keep).flatten()),
         Command::Compare(args) => compare(&root, &args),
+        Command::Export { paths, out, zip } => export(&root, paths, &out, zip),
         Command::Import(args) => match crate::task::import::run_import(&args) {
             Ok(()) => exit::PASSED,
             Err(e) => {
@@ -347,14 +361,41 @@ fn run(
         }
         reports.push(r);
     }
-    render(&reports, format);
+    let mut meta = html_meta(&session, &reports);
     let label = main_model_label(&session, &eval);
+    meta.model = Some(label.clone());
     let adapter = session.config.model.adapter.clone();
-    match run_store::save(&out_dir, &session.root, &label, adapter.as_deref(), &reports) {
-        Ok(meta) => eprintln!(
+    let page = |id: &str| {
+        let mut m = meta.clone();
+        m.run_id = Some(id.to_owned());
+        report::html::render(&reports, &m)
+    };
+    let stored = run_store::save(
+        &out_dir,
+        &session.root,
+        &label,
+        adapter.as_deref(),
+        &reports,
+        Some(&page),
+    );
+    // The latest run's page, beside the latest reports.
+    let html_path = out_dir.join("report.html");
+    let latest = match &stored {
+        Ok(m) => page(&m.id),
+        Err(_) => report::html::render(&reports, &meta),
+    };
+    if let Err(e) = std::fs::write(&html_path, latest) {
+        eprintln!("warning: cannot write {}: {e}", html_path.display());
+    }
+    if let Ok(m) = &stored {
+        meta.run_id = Some(m.id.clone());
+    }
+    render(&reports, format, &meta);
+    match stored {
+        Ok(m) => eprintln!(
             "run: {} ({})",
-            meta.id,
-            run_store::runs_dir(&out_dir).join(&meta.id).display()
+            m.id,
+            run_store::runs_dir(&out_dir).join(&m.id).display()
         ),
         Err(e) => eprintln!("warning: cannot store the run: {e}"),
     }
@@ -386,8 +427,38 @@ fn run(
     }
 }
 
-fn render(reports: &[Report], format: Format) {
+/// The HTML page's header facts and the cases behind the reports' verdicts.
+fn html_meta(session: &Session, reports: &[Report]) -> report::html::HtmlMeta {
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(&session.root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let mut meta = report::html::HtmlMeta {
+        adapter: session
+            .config
+            .model
+            .adapter
+            .as_ref()
+            .map(|a| a.display().to_string()),
+        date: Some(report::html::utc_date(std::time::SystemTime::now())),
+        git_commit: git,
+        ..Default::default()
+    }
+    .with_cases(session.suites.iter().flat_map(|s| &s.cases));
+    for r in reports {
+        meta.known_failures.extend(
+            report::snapshot::known_failures(&session.root, &r.suite, &r.model).unwrap_or_default(),
+        );
+    }
+    meta
+}
+
+fn render(reports: &[Report], format: Format, meta: &report::html::HtmlMeta) {
     match format {
+        Format::Html => print!("{}", report::html::render(reports, meta)),
         Format::Table => println!("\n{}", table::summary(reports)),
         Format::Json => println!(
             "{}",
@@ -397,7 +468,55 @@ fn render(reports: &[Report], format: Format) {
     }
 }
 
-fn show_reports(root: &std::path::Path, mut paths: Vec<PathBuf>, format: Format) -> u8 {
+fn show_reports(root: &std::path::Path, paths: Vec<PathBuf>, format: Format) -> u8 {
+    let reports = match load_reports(root, paths) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let meta = saved_meta(root, &reports, matches!(format, Format::Html));
+    render(&reports, format, &meta);
+    exit::PASSED
+}
+
+/// The page facts of saved reports: the project's cases where it loads (a report read outside
+/// its project is shown from its verdicts alone).
+fn saved_meta(root: &std::path::Path, reports: &[Report], wanted: bool) -> report::html::HtmlMeta {
+    if !wanted {
+        return report::html::HtmlMeta::default();
+    }
+    match Session::open(root, &Overrides::default()) {
+        Ok(session) => {
+            // The run's date, adapter and commit are not in its JSON; today's would mislead.
+            let mut meta = html_meta(&session, reports);
+            (meta.date, meta.adapter, meta.git_commit) = (None, None, None);
+            meta
+        }
+        Err(_) => report::html::HtmlMeta::default(),
+    }
+}
+
+fn export(root: &std::path::Path, paths: Vec<PathBuf>, out: &std::path::Path, zip: bool) -> u8 {
+    let reports = match load_reports(root, paths) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let meta = saved_meta(root, &reports, true);
+    let opts = report::export::ExportOptions { zip, config: None };
+    match report::export::write(&reports, &meta, out, &opts) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn load_reports(root: &std::path::Path, mut paths: Vec<PathBuf>) -> Result<Vec<Report>, u8> {
     if paths.is_empty() {
         let dir = report::output_dir(root);
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -405,7 +524,7 @@ fn show_reports(root: &std::path::Path, mut paths: Vec<PathBuf>, format: Format)
                 "error: no reports in {} (run `vlmtest run` first)",
                 dir.display()
             );
-            return exit::ERROR;
+            return Err(exit::ERROR);
         };
         paths = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -423,12 +542,11 @@ fn show_reports(root: &std::path::Path, mut paths: Vec<PathBuf>, format: Format)
             Ok(r) => reports.push(r),
             Err(e) => {
                 eprintln!("error: {e}");
-                return exit::ERROR;
+                return Err(exit::ERROR);
             }
         }
     }
-    render(&reports, format);
-    exit::PASSED
+    Ok(reports)
 }
 
 /// The label of the model under test (`[model]` / `--model`), for the run id; the first suite's
@@ -509,8 +627,15 @@ fn run_model(
         .collect();
     let label = main_model_label(&session, &eval);
     let out_dir = report::output_dir(root);
-    let meta = run_store::save(&out_dir, root, &label, adapter.map(PathBuf::as_path), &reports)
-        .map_err(|e| e.to_string())?;
+    let meta = run_store::save(
+        &out_dir,
+        root,
+        &label,
+        adapter.map(PathBuf::as_path),
+        &reports,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!("run: {}", meta.id);
     Ok((format!("run {} ({label})", meta.id), reports))
 }

@@ -145,14 +145,19 @@ fn git_commit(root: &Path) -> Option<String> {
     (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
-/// Saves a finished run: its reports (with verdicts), the answers as a replay file, and
-/// `run.json`. Returns the run's metadata (its id names the folder).
+/// A run's HTML page, rendered for its run id.
+pub type PageFn<'a> = &'a dyn Fn(&str) -> String;
+
+/// Saves a finished run: its reports (with verdicts), the answers as a replay file, `run.json`
+/// and, when `page` is given, `report.html`. Returns the run's metadata (its id names the
+/// folder).
 pub fn save(
     out_dir: &Path,
     project: &Path,
     model: &str,
     adapter: Option<&Path>,
     reports: &[Report],
+    page: Option<PageFn<'_>>,
 ) -> Result<RunMeta, StoreError> {
     let runs = runs_dir(out_dir);
     std::fs::create_dir_all(&runs).map_err(io(&runs))?;
@@ -212,6 +217,10 @@ pub fn save(
             message: e.to_string(),
         })?;
         std::fs::write(&meta_path, text).map_err(io(&meta_path))?;
+        if let Some(page) = page {
+            let html = tmp.join("report.html");
+            std::fs::write(&html, page(&id)).map_err(io(&html))?;
+        }
         let dest = runs.join(&id);
         if dest.exists() {
             continue;

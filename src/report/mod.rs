@@ -3,7 +3,9 @@
 
 mod aggregate;
 pub mod columns;
+pub mod export;
 pub mod gate;
+pub mod html;
 pub mod junit;
 pub mod snapshot;
 pub mod table;

@@ -1,9 +1,11 @@
 //! Integration tests, one module per area.
 
+mod export_bundle;
 mod gguf_adapter;
 mod gguf_model;
 mod compare;
 mod harness;
+mod html_report;
 mod judge_examples;
 mod judge_faults;
 mod judge_live;

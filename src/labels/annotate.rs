@@ -137,7 +137,11 @@ impl Summary {
             self.prompt_tokens, self.completion_tokens, self.http_calls, self.retries
         ));
         if !self.errors.is_empty() {
-            let kinds: Vec<String> = self.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let kinds: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
             s.push_str(&format!("error lines: {}\n", kinds.join(", ")));
         }
         if let Some(t) = self.torn {
@@ -159,7 +163,10 @@ impl Summary {
                 s.push_str(&format!("  {}: {}\n", f.rel_path, f.reason));
             }
             if self.skipped_files.len() > SHOWN {
-                s.push_str(&format!("  … and {} more\n", self.skipped_files.len() - SHOWN));
+                s.push_str(&format!(
+                    "  … and {} more\n",
+                    self.skipped_files.len() - SHOWN
+                ));
             }
         }
         for (f, first) in self.duplicates.iter().take(SHOWN) {
@@ -179,8 +186,14 @@ impl Summary {
 enum Outcome {
     Line(Box<RawRecord>),
     AlreadyDone,
-    Duplicate { rel: String, first: String },
-    EndpointFailed { rel: String, message: String },
+    Duplicate {
+        rel: String,
+        first: String,
+    },
+    EndpointFailed {
+        rel: String,
+        message: String,
+    },
     /// Every further request would fail the same way (bad key, wrong URL or model).
     Fatal(String),
 }
@@ -209,7 +222,8 @@ impl Output {
 /// What the output already holds.
 #[derive(Default)]
 struct Existing {
-    ids: HashSet<String>,
+    /// id → the file its line names.
+    ids: HashMap<String, String>,
     /// Paths of id-less error lines (unreadable files).
     rel_paths: HashSet<String>,
     lines: usize,
@@ -268,7 +282,9 @@ fn open_output(
             let raw = parse_line(path, l.line, &l.value)?;
             match &raw.image_id {
                 Some(id) => {
-                    existing.ids.insert(id.clone());
+                    existing
+                        .ids
+                        .insert(id.clone(), raw.rel_path.clone().unwrap_or_default());
                 }
                 None => {
                     existing
@@ -307,7 +323,7 @@ struct Shared {
     id_hash: IdHash,
     max_bytes: u64,
     max_tokens: u32,
-    done_ids: HashSet<String>,
+    done_ids: HashMap<String, String>,
     done_rels: HashSet<String>,
     /// id → the first file of this run with it.
     seen: Mutex<HashMap<String, String>>,
@@ -397,7 +413,14 @@ fn prepare(img: &ImageFile, sh: &Shared) -> Result<(String, String), Outcome> {
             .and_then(|f| sh.id_hash.id_reader(f))
             .map_err(unreadable)?,
     };
-    if sh.done_ids.contains(&id) {
+    if let Some(done) = sh.done_ids.get(&id) {
+        // Another file with these bytes has the line: a duplicate, not this file's line.
+        if done != &img.rel_path {
+            return Err(Outcome::Duplicate {
+                rel: img.rel_path.clone(),
+                first: done.clone(),
+            });
+        }
         return Err(Outcome::AlreadyDone);
     }
     if let Ok(mut seen) = sh.seen.lock() {
@@ -447,7 +470,11 @@ fn check_reply(v: &Value, schema: &Schema) -> Result<Value, (String, String)> {
 }
 
 fn usage(v: &Value) -> (u64, u64) {
-    let n = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
+    let n = |k: &str| {
+        v.pointer(&format!("/usage/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
     (n("prompt_tokens"), n("completion_tokens"))
 }
 
@@ -460,9 +487,9 @@ fn classify(img: &ImageFile, id: &str, e: CallError, sh: &Shared) -> Outcome {
             ErrorKind::Rejected,
             format!("the endpoint refused the request: {e}"),
         ),
-        CallError::Status { status, .. } if [401, 403, 404].contains(status) => {
-            Outcome::Fatal(format!("the endpoint answered {e} (check the URL, model name and {API_KEY_ENV})"))
-        }
+        CallError::Status { status, .. } if [401, 403, 404].contains(status) => Outcome::Fatal(
+            format!("the endpoint answered {e} (check the URL, model name and {API_KEY_ENV})"),
+        ),
         _ => Outcome::EndpointFailed {
             rel: img.rel_path.clone(),
             message: e.to_string(),
@@ -542,7 +569,9 @@ pub fn annotate(o: &AnnotateOptions) -> Result<Summary, LabelsError> {
     let start = Instant::now();
     let (url, model) = parse_spec(&o.model).map_err(|e| LabelsError::Spec(e.to_string()))?;
     if o.concurrency == 0 {
-        return Err(LabelsError::Option("--concurrency must be at least 1".into()));
+        return Err(LabelsError::Option(
+            "--concurrency must be at least 1".into(),
+        ));
     }
     let hash = prompt_hash(SYSTEM, &o.prompt, &o.schema);
     let walked = walk(&o.root, &o.extensions)?;
@@ -687,6 +716,46 @@ mod tests {
     use super::*;
     use crate::labels::schema::default_schema;
 
+    fn shared(done_rels: &[&str]) -> Shared {
+        Shared {
+            client: Client::new(&JudgeSettings::default(), Arc::new(Counters::default())).unwrap(),
+            model: "m".into(),
+            prompt: String::new(),
+            schema: Schema::new(default_schema()).unwrap(),
+            hash: "h".into(),
+            id_hash: IdHash::Md5,
+            max_bytes: 1 << 20,
+            max_tokens: 16,
+            done_ids: HashMap::new(),
+            done_rels: done_rels.iter().map(|s| s.to_string()).collect(),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_gets_one_unreadable_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Gone between the walk and the read: what an unreadable file looks like to a root user.
+        let img = ImageFile {
+            path: dir.path().join("gone.jpg"),
+            rel_path: "gone.jpg".into(),
+        };
+        match prepare(&img, &shared(&[])) {
+            Err(Outcome::Line(r)) => {
+                assert_eq!(
+                    (r.error_kind, r.image_id.as_deref()),
+                    (Some(ErrorKind::Unreadable), None)
+                );
+                assert!(r.error.unwrap().starts_with("cannot read the file"));
+            }
+            _ => panic!("expected an unreadable line"),
+        }
+        assert!(matches!(
+            prepare(&img, &shared(&["gone.jpg"])),
+            Err(Outcome::AlreadyDone)
+        ));
+    }
+
     #[test]
     fn formats_are_sniffed_from_the_bytes() {
         assert_eq!(sniff_mime(b"\x89PNG\r\n\x1a\n rest"), Ok("image/png"));
@@ -704,7 +773,13 @@ mod tests {
         let (_, why) = check_reply(&reply("A photo of food."), &schema).unwrap_err();
         assert!(why.starts_with("the reply is not JSON"), "{why}");
         let (raw, why) = check_reply(&reply(r#"{"scene": "food"}"#), &schema).unwrap_err();
-        assert_eq!((raw.as_str(), why.as_str()), (r#"{"scene": "food"}"#, "the reply: missing field `has_person`"));
+        assert_eq!(
+            (raw.as_str(), why.as_str()),
+            (
+                r#"{"scene": "food"}"#,
+                "the reply: missing field `has_person`"
+            )
+        );
         assert!(check_reply(&json!({"choices": []}), &schema).is_err());
     }
 }

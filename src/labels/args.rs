@@ -146,7 +146,9 @@ fn seconds(flag: &str, s: f64) -> Result<Duration, LabelsError> {
     if s.is_finite() && s > 0.0 {
         Ok(Duration::from_secs_f64(s))
     } else {
-        Err(LabelsError::Option(format!("{flag} {s} is not a positive number of seconds")))
+        Err(LabelsError::Option(format!(
+            "{flag} {s} is not a positive number of seconds"
+        )))
     }
 }
 

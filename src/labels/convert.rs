@@ -122,8 +122,16 @@ impl ConvertReport {
         }
         table(&mut s, "object labels", &self.objects);
         table(&mut s, "unmapped scene values", &self.unmapped_scenes);
-        table(&mut s, "unmapped object types (dropped)", &self.unmapped_object_types);
-        table(&mut s, "annotation fields the mapping does not use", &self.unused_fields);
+        table(
+            &mut s,
+            "unmapped object types (dropped)",
+            &self.unmapped_object_types,
+        );
+        table(
+            &mut s,
+            "annotation fields the mapping does not use",
+            &self.unused_fields,
+        );
         s.push_str(&format!(
             "objects passed over: {} not the main subject, {} under the confidence cut, {} malformed\n",
             self.objects_not_main, self.objects_low_confidence, self.objects_malformed
@@ -168,7 +176,11 @@ pub fn convert_annotation(
             Some(Value::Bool(b)) => {
                 attributes.insert(label.clone(), *b);
             }
-            Some(other) => return Err(format!("field `annotation.{field}` is {other}, not a boolean")),
+            Some(other) => {
+                return Err(format!(
+                    "field `annotation.{field}` is {other}, not a boolean"
+                ))
+            }
         }
     }
     for k in obj.keys() {
@@ -312,7 +324,8 @@ mod tests {
                 {"name_free": "mouse", "coarse_type": "mouse", "is_main": false, "confidence": 0.9},
                 {"name_free": "phone", "coarse_type": "phone", "is_main": true, "confidence": 0.5}]});
         let mut r = ConvertReport::default();
-        let t = convert_annotation("8f14e45fceea167a5a36dedd4bea2543", &a, &opts(), &mut r).unwrap();
+        let t =
+            convert_annotation("8f14e45fceea167a5a36dedd4bea2543", &a, &opts(), &mut r).unwrap();
         assert_eq!(
             serde_json::to_value(&t).unwrap(),
             json!({"image_id": "8f14e45fceea167a5a36dedd4bea2543", "scene": ["scene.product"],
@@ -328,7 +341,15 @@ mod tests {
         let t = convert_annotation("x", &json!({"scene": "Landscape"}), &o, &mut r).unwrap();
         assert_eq!(t.scene, ["scene.other"]);
         assert_eq!(r.unmapped_scenes["Landscape"], 1);
-        let e = convert_annotation("x", &json!({"scene": "food", "has_person": "yes"}), &o, &mut r);
-        assert_eq!(e.unwrap_err(), "field `annotation.has_person` is \"yes\", not a boolean");
+        let e = convert_annotation(
+            "x",
+            &json!({"scene": "food", "has_person": "yes"}),
+            &o,
+            &mut r,
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            "field `annotation.has_person` is \"yes\", not a boolean"
+        );
     }
 }

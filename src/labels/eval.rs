@@ -69,8 +69,11 @@ pub struct EvalReport {
 pub fn evaluate(gt_path: &Path, pred_path: &Path) -> Result<EvalReport, LabelsError> {
     let gt = read_side(gt_path)?;
     let pred = read_side(pred_path)?;
-    let pred_by_id: HashMap<&str, &LabelTruth> =
-        pred.records.iter().map(|(id, t)| (id.as_str(), t)).collect();
+    let pred_by_id: HashMap<&str, &LabelTruth> = pred
+        .records
+        .iter()
+        .map(|(id, t)| (id.as_str(), t))
+        .collect();
     let gt_ids: HashMap<&str, ()> = gt.records.iter().map(|(id, _)| (id.as_str(), ())).collect();
     let mut rows = Vec::new();
     let mut missing = Vec::new();
@@ -118,7 +121,11 @@ fn ids_line(s: &mut String, title: &str, ids: &[String]) {
     } else {
         String::new()
     };
-    s.push_str(&format!("{title} ({}): {}{more}\n", ids.len(), shown.join(", ")));
+    s.push_str(&format!(
+        "{title} ({}): {}{more}\n",
+        ids.len(),
+        shown.join(", ")
+    ));
 }
 
 impl EvalReport {
@@ -128,10 +135,21 @@ impl EvalReport {
             "eval: {} ground-truth records, {} predictions, {} joined by image_id\n",
             self.gt_records, self.pred_records, self.joined
         );
-        ids_line(&mut s, "ground-truth ids without a prediction", &self.missing_predictions);
-        ids_line(&mut s, "prediction ids not in the ground truth", &self.unknown_predictions);
+        ids_line(
+            &mut s,
+            "ground-truth ids without a prediction",
+            &self.missing_predictions,
+        );
+        ids_line(
+            &mut s,
+            "prediction ids not in the ground truth",
+            &self.unknown_predictions,
+        );
         if self.duplicate_ids > 0 {
-            s.push_str(&format!("{} duplicate ids (first record kept)\n", self.duplicate_ids));
+            s.push_str(&format!(
+                "{} duplicate ids (first record kept)\n",
+                self.duplicate_ids
+            ));
         }
         for r in self.rejected.iter().take(20) {
             s.push_str(&format!("rejected: {r}\n"));
@@ -147,7 +165,10 @@ impl EvalReport {
         ));
         let c = &m.scene_confusion;
         let w = c.labels.iter().map(String::len).max().unwrap_or(5).max(5);
-        s.push_str(&format!("scene confusion (rows truth, columns prediction):\n  {:<w$}", ""));
+        s.push_str(&format!(
+            "scene confusion (rows truth, columns prediction):\n  {:<w$}",
+            ""
+        ));
         for (j, _) in c.labels.iter().enumerate() {
             s.push_str(&format!(" {:>5}", format!("[{j}]")));
         }
@@ -160,7 +181,13 @@ impl EvalReport {
             s.push_str(&format!("   [{i}]\n"));
         }
         if !m.attributes.is_empty() {
-            let w = m.attributes.keys().map(String::len).max().unwrap_or(9).max(9);
+            let w = m
+                .attributes
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(9)
+                .max(9);
             s.push_str(&format!(
                 "\n  {:<w$} precision recall    f1 support     n\n",
                 "attribute"
@@ -233,6 +260,9 @@ mod tests {
         assert_eq!(r.scene_support()["scene.product"], 1);
         let text = r.render();
         assert!(text.contains("scene accuracy 0.500 (1/2)"), "{text}");
-        assert!(text.contains("ground-truth ids without a prediction (1): c"), "{text}");
+        assert!(
+            text.contains("ground-truth ids without a prediction (1): c"),
+            "{text}"
+        );
     }
 }

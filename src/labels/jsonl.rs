@@ -104,7 +104,9 @@ pub fn read_records(path: &Path) -> Result<Parsed, LabelsError> {
                 value,
             }),
             Err(e) if tail.iter().all(u8::is_ascii_whitespace) => drop(e),
-            Err(e) => p.bad.push((t.line, format!("{e} (an unfinished last line?)"))),
+            Err(e) => p
+                .bad
+                .push((t.line, format!("{e} (an unfinished last line?)"))),
         }
     }
     Ok(p)
@@ -120,7 +122,13 @@ mod tests {
     fn lines_bad_lines_and_torn_tails() {
         let p = parse(b"{\"a\":1}\n\n  \nnot json\n{\"b\":2}\r\n{\"c\":");
         assert_eq!(p.lines.len(), 2);
-        assert_eq!(p.lines[1], Line { line: 5, value: json!({"b": 2}) });
+        assert_eq!(
+            p.lines[1],
+            Line {
+                line: 5,
+                value: json!({"b": 2})
+            }
+        );
         assert_eq!(p.bad.len(), 1);
         assert_eq!(p.bad[0].0, 4);
         assert_eq!(

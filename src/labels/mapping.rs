@@ -72,7 +72,12 @@ impl Mapping {
             }
             Ok(out)
         };
-        if raw.scene.fallback.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        if raw
+            .scene
+            .fallback
+            .as_deref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
             return Err(LabelsError::file(path, "[scene] fallback: an empty label"));
         }
         Ok(Mapping {
@@ -112,7 +117,10 @@ mod tests {
         let m = Mapping::seed();
         assert_eq!(m.scene("Selfie"), Some(("scene.people", true)));
         assert_eq!(m.scene("landscape"), Some(("scene.other", false)));
-        assert_eq!(m.object(" Keyboard"), Some("object.electronics.peripheral.keyboard"));
+        assert_eq!(
+            m.object(" Keyboard"),
+            Some("object.electronics.peripheral.keyboard")
+        );
         assert_eq!(m.object("chair"), None);
         assert_eq!(m.attributes["has_person"], "attr.has_person");
         assert_eq!(m.scene.map.len(), 8);
@@ -123,7 +131,10 @@ mod tests {
     fn mistakes_name_the_file() {
         let p = Path::new("labels.toml");
         let e = Mapping::parse("[scene]\nmap = {}\n[colours]\n", p).unwrap_err();
-        assert!(e.to_string().starts_with("labels.toml: invalid mapping:"), "{e}");
+        assert!(
+            e.to_string().starts_with("labels.toml: invalid mapping:"),
+            "{e}"
+        );
         let e = Mapping::parse("[scene.map]\nFood = \"a\"\nfood = \"b\"\n", p).unwrap_err();
         assert!(e.to_string().contains("appears twice"), "{e}");
         let e = Mapping::parse("[scene.map]\nfood = \" \"\n", p).unwrap_err();
@@ -138,13 +149,17 @@ mod tests {
 
     fn mapping() -> impl Strategy<Value = Mapping> {
         let table = || prop::collection::btree_map(key(), "[a-z][a-z.]{0,12}", 0..6);
-        (table(), proptest::option::of("[a-z][a-z.]{0,12}"), table(), table()).prop_map(
-            |(map, fallback, attributes, objects)| Mapping {
+        (
+            table(),
+            proptest::option::of("[a-z][a-z.]{0,12}"),
+            table(),
+            table(),
+        )
+            .prop_map(|(map, fallback, attributes, objects)| Mapping {
                 scene: SceneMap { fallback, map },
                 attributes,
                 objects,
-            },
-        )
+            })
     }
 
     proptest! {

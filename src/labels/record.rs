@@ -172,7 +172,11 @@ mod tests {
             bad.unwrap_err().to_string(),
             "raw.jsonl:3: field `annotation`: not an object"
         );
-        let both = parse_line(p, 4, &json!({"image_id": "a", "annotation": {}, "error": "x"}));
+        let both = parse_line(
+            p,
+            4,
+            &json!({"image_id": "a", "annotation": {}, "error": "x"}),
+        );
         assert!(both.is_err());
     }
 
@@ -185,7 +189,12 @@ mod tests {
         leaf.prop_recursive(2, 12, 4, |inner| {
             prop::collection::btree_map(
                 prop::sample::select(vec![
-                    "image_id", "rel_path", "annotation", "error", "model", "scene",
+                    "image_id",
+                    "rel_path",
+                    "annotation",
+                    "error",
+                    "model",
+                    "scene",
                 ]),
                 inner,
                 0..5,

@@ -197,7 +197,11 @@ mod tests {
         let input = dir.path().join("gt.jsonl");
         let mut text = String::new();
         for i in 0..30 {
-            let scene = if i % 10 == 0 { "scene.food" } else { "scene.product" };
+            let scene = if i % 10 == 0 {
+                "scene.food"
+            } else {
+                "scene.product"
+            };
             text.push_str(&format!(
                 "{{\"image_id\": \"id{i:02}\", \"scene\": [\"{scene}\"], \"objects\": []}}\n"
             ));
@@ -213,13 +217,22 @@ mod tests {
             stratify: Some(Stratify::Scene),
         };
         let r = sample(&o).unwrap();
-        assert_eq!((r.total, r.written, r.duplicate_ids, r.rejected.len()), (30, 10, 1, 1));
+        assert_eq!(
+            (r.total, r.written, r.duplicate_ids, r.rejected.len()),
+            (30, 10, 1, 1)
+        );
         assert_eq!(r.strata["scene.food"], (3, 1));
         assert_eq!(r.strata["scene.product"], (27, 9));
-        let list: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+        let list: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
         assert_eq!(list.len(), 10);
         assert!(list.iter().all(|v| v["objects"] == serde_json::json!([])));
-        let r = sample(&SampleOptions { size: 1000, stratify: None, ..o }).unwrap();
+        let r = sample(&SampleOptions {
+            size: 1000,
+            stratify: None,
+            ..o
+        })
+        .unwrap();
         assert_eq!(r.written, 30);
     }
 }

@@ -231,7 +231,10 @@ fn validate(s: &Value, v: &Value, at: &str) -> Result<(), String> {
     }
     if let Some(Value::Array(options)) = s.get("enum") {
         if !options.contains(v) {
-            return fail(format!("{v} is not one of {}", Value::Array(options.clone())));
+            return fail(format!(
+                "{v} is not one of {}",
+                Value::Array(options.clone())
+            ));
         }
     }
     if let Some(c) = s.get("const") {
@@ -278,7 +281,11 @@ fn validate(s: &Value, v: &Value, at: &str) -> Result<(), String> {
         }
         if let Some(item) = s.get("items") {
             for (i, x) in items.iter().enumerate() {
-                validate(item, x, &format!("{}[{i}]", if at.is_empty() { "" } else { at }))?;
+                validate(
+                    item,
+                    x,
+                    &format!("{}[{i}]", if at.is_empty() { "" } else { at }),
+                )?;
             }
         }
     }
@@ -337,13 +344,22 @@ mod tests {
         );
         let mut v = good();
         v["scene"] = json!("landscape");
-        assert!(s.validate(&v).unwrap_err().starts_with("scene: \"landscape\" is not one of"));
+        assert!(s
+            .validate(&v)
+            .unwrap_err()
+            .starts_with("scene: \"landscape\" is not one of"));
         let mut v = good();
         v.as_object_mut().unwrap().remove("has_person");
-        assert_eq!(s.validate(&v).unwrap_err(), "the reply: missing field `has_person`");
+        assert_eq!(
+            s.validate(&v).unwrap_err(),
+            "the reply: missing field `has_person`"
+        );
         let mut v = good();
         v["extra"] = json!(1);
-        assert_eq!(s.validate(&v).unwrap_err(), "the reply: unexpected field `extra`");
+        assert_eq!(
+            s.validate(&v).unwrap_err(),
+            "the reply: unexpected field `extra`"
+        );
         assert_eq!(
             s.validate(&json!([1])).unwrap_err(),
             "the reply: expected object, got array"
@@ -358,7 +374,10 @@ mod tests {
         assert!(Schema::new(json!({"type": "object", "description": "ok"})).is_ok());
         let a = Schema::new(default_schema()).unwrap();
         let b = Schema::new(json!({"type": "object"})).unwrap();
-        assert_ne!(prompt_hash(SYSTEM, DEFAULT_PROMPT, &a), prompt_hash(SYSTEM, DEFAULT_PROMPT, &b));
+        assert_ne!(
+            prompt_hash(SYSTEM, DEFAULT_PROMPT, &a),
+            prompt_hash(SYSTEM, DEFAULT_PROMPT, &b)
+        );
         assert_eq!(prompt_hash(SYSTEM, DEFAULT_PROMPT, &a).len(), 16);
     }
 
@@ -374,12 +393,24 @@ mod tests {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..10).prop_map(Value::Array),
                 prop::collection::btree_map(
-                    prop::sample::select(vec!["scene", "has_person", "is_document", "is_screenshot",
-                        "objects", "name_free", "coarse_type", "is_main", "confidence", "x"]),
+                    prop::sample::select(vec![
+                        "scene",
+                        "has_person",
+                        "is_document",
+                        "is_screenshot",
+                        "objects",
+                        "name_free",
+                        "coarse_type",
+                        "is_main",
+                        "confidence",
+                        "x"
+                    ]),
                     inner,
                     0..6
                 )
-                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
             ]
         })
     }

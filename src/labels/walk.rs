@@ -221,7 +221,14 @@ mod tests {
         let root = outer.path().join("photos");
         std::fs::create_dir_all(root.join("b/c")).unwrap();
         std::fs::create_dir_all(root.join("a")).unwrap();
-        for f in ["b/c/z.JPG", "b/y.png", "a/x.jpeg", "a/w.heic", "top.webp", "notes.txt"] {
+        for f in [
+            "b/c/z.JPG",
+            "b/y.png",
+            "a/x.jpeg",
+            "a/w.heic",
+            "top.webp",
+            "notes.txt",
+        ] {
             std::fs::write(root.join(f), b"x").unwrap();
         }
         std::fs::write(outer.path().join("secret.jpg"), b"s").unwrap();
@@ -241,15 +248,24 @@ mod tests {
             .iter()
             .map(|s| (s.rel_path.as_str(), s.reason.to_string()))
             .collect();
-        assert_eq!(skipped[0], ("a/w.heic", "unsupported extension `.heic`".into()));
+        assert_eq!(
+            skipped[0],
+            ("a/w.heic", "unsupported extension `.heic`".into())
+        );
         assert_eq!(
             skipped[1],
             ("b/loop", "folder already visited (a link loop)".into())
         );
         assert_eq!(skipped[2], ("dangling.jpg", "dangling link".into()));
-        assert_eq!(skipped[3], ("notes.txt", "unsupported extension `.txt`".into()));
+        assert_eq!(
+            skipped[3],
+            ("notes.txt", "unsupported extension `.txt`".into())
+        );
         assert_eq!(skipped[4].0, "out.jpg");
-        assert!(skipped[4].1.starts_with("link out of the root"), "{skipped:?}");
+        assert!(
+            skipped[4].1.starts_with("link out of the root"),
+            "{skipped:?}"
+        );
         assert_eq!(skipped.len(), 5);
         assert_eq!(w.skipped_by_reason()["link out of the root"], 1);
     }

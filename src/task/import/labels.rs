@@ -215,7 +215,11 @@ mod tests {
     #[test]
     fn a_corrected_scene_keeps_the_case_name() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("8f14e45fceea167a5a36dedd4bea2543.png"), b"png").unwrap();
+        std::fs::write(
+            dir.path().join("8f14e45fceea167a5a36dedd4bea2543.png"),
+            b"png",
+        )
+        .unwrap();
         let gt = dir.path().join("gt.jsonl");
         let names = |scene: &str| {
             std::fs::write(

@@ -972,3 +972,92 @@ fn labels_throughput() {
     ));
     eprintln!("{table}");
 }
+
+/// The walkthrough of docs/labels.md: the four steps on a 12-image library against the stub,
+/// printing each command's output. `cargo test --test integration labels_walkthrough --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "prints the documentation's example output"]
+fn labels_walkthrough() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    let ids = library(&root);
+    std::fs::write(root.join("2020/IMG_0001.HEIC"), b"heic").unwrap();
+    let server = stub(0, faults(), Duration::from_secs(60));
+    let model = format!("openai:{}#Qwen3-VL-32B-Instruct", server.url());
+    let raw = tmp.path().join("raw.jsonl");
+    let (root_s, raw_s) = (root.to_str().unwrap(), raw.to_str().unwrap());
+    let show = |title: &str, o: &Output| {
+        eprintln!(
+            "$ {title}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let mut args = annotate_args(root_s, raw_s, &model);
+    args.extend(["--limit", "12"].map(String::from));
+    show("annotate --limit 12", &labels(&args));
+    let mut args = annotate_args(root_s, raw_s, &model);
+    args.push("--resume".into());
+    show("annotate --resume", &labels(&args));
+    eprintln!(
+        "first line: {}",
+        std::fs::read_to_string(&raw)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+    );
+    let gt = tmp.path().join("ground_truth_auto.jsonl");
+    show(
+        "convert",
+        &labels(&[
+            "convert",
+            "--input",
+            raw_s,
+            "--output",
+            gt.to_str().unwrap(),
+        ]),
+    );
+    eprintln!(
+        "first record: {}",
+        std::fs::read_to_string(&gt)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+    );
+    let human = tmp.path().join("ground_truth_human.json");
+    show(
+        "sample",
+        &labels(&[
+            "sample",
+            "--input",
+            gt.to_str().unwrap(),
+            "--output",
+            human.to_str().unwrap(),
+            "--size",
+            "20",
+            "--seed",
+            "42",
+            "--stratify",
+            "scene",
+        ]),
+    );
+    let mut list: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&human).unwrap()).unwrap();
+    list[0]["scene"] = json!(["scene.food"]);
+    list[1]["attributes"]["attr.has_person"] = json!(true);
+    std::fs::write(&human, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+    show(
+        "eval (auto labels scored against the corrected human subset)",
+        &labels(&[
+            "eval",
+            "--gt",
+            human.to_str().unwrap(),
+            "--pred",
+            gt.to_str().unwrap(),
+        ]),
+    );
+    assert_eq!(ids.len(), IMAGES);
+}

@@ -183,8 +183,7 @@ mod tests {
             let take = size.min(total);
             for g in &groups {
                 let t = g.iter().filter(|i| a.contains(i)).count();
-                if total > 0 {
-                    let exact = g.len() * take / total;
+                if let Some(exact) = (g.len() * take).checked_div(total) {
                     prop_assert!(t == exact || t == exact + 1, "{t} vs {exact}");
                 }
             }

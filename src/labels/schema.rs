@@ -164,10 +164,8 @@ fn check(s: &Value, at: &str) -> Result<(), String> {
                 }
             }
             "items" => check(v, &format!("{at}[]"))?,
-            "required" => {
-                if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-                    return Err(format!("schema at {at}: `required` is not a list of names"));
-                }
+            "required" if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
+                return Err(format!("schema at {at}: `required` is not a list of names"));
             }
             "additionalProperties" if !v.is_boolean() => {
                 return Err(format!(

@@ -66,7 +66,7 @@ fn annotation_for(id: &str) -> Value {
 
 /// Images whose replies never match the schema, even after the repair round.
 fn always_wrong(id: &str) -> bool {
-    (h(id) >> 40) % 10 == 0
+    (h(id) >> 40).is_multiple_of(10)
 }
 
 /// The image id of a request (the MD5 of its data URI's bytes).

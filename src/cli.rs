@@ -84,6 +84,8 @@ pub enum Command {
     },
     /// Import a seed dataset (deals, spam, price, labels) as `cases/<suite>.jsonl`.
     Import(crate::task::import::ImportArgs),
+    /// Weak labels from a VLM server: annotate a photo folder, convert, sample, evaluate.
+    Labels(crate::labels::LabelsArgs),
     /// Serve a local model over the OpenAI chat-completions protocol.
     Serve(crate::serve::ServeArgs),
     /// Ask the configured judge for a rubric's evaluation steps (from its `criteria`) and freeze
@@ -204,6 +206,13 @@ pub fn main() -> ExitCode {
             Ok(()) => exit::PASSED,
             Err(e) => {
                 eprintln!("error: {e}");
+                exit::ERROR
+            }
+        },
+        Command::Labels(args) => match crate::labels::run(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", crate::labels::error_chain(&e));
                 exit::ERROR
             }
         },

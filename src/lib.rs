@@ -13,6 +13,7 @@ pub mod config;
 pub mod harness;
 pub mod image;
 pub mod judge;
+pub mod labels;
 pub mod lockfile;
 pub mod lora;
 pub mod metric;

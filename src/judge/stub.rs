@@ -49,6 +49,10 @@ pub enum Fault {
 /// Chooses a fault for (request body, its hash, attempt number of that body).
 pub type FaultPlan = Arc<dyn Fn(&Value, u64, u32) -> Fault + Send + Sync>;
 
+/// The content of a correct reply to a request, for servers that are not a judge (the labels
+/// tests answer image annotations); `None` keeps the judge grading.
+pub type ContentFn = Arc<dyn Fn(&Value) -> String + Send + Sync>;
+
 /// Server settings.
 #[derive(Clone)]
 pub struct StubConfig {
@@ -57,6 +61,7 @@ pub struct StubConfig {
     pub retry_after_s: f64,
     pub plan: FaultPlan,
     pub lifetime: Duration,
+    pub content: Option<ContentFn>,
 }
 
 impl Default for StubConfig {
@@ -67,6 +72,7 @@ impl Default for StubConfig {
             retry_after_s: 0.05,
             plan: Arc::new(|_, _, _| Fault::None),
             lifetime: Duration::from_secs(300),
+            content: None,
         }
     }
 }
@@ -308,7 +314,7 @@ async fn respond(
             write(stream, "200 OK", "", b, b.len()).await
         }
         Fault::TruncatedBody => {
-            let full = completion(&req, grade(&req)).to_string();
+            let full = completion(&req, reply(&req, config)).to_string();
             let half = &full.as_bytes()[..full.len() / 2];
             let _ = write(stream, "200 OK", "", half, full.len()).await;
             false
@@ -331,15 +337,23 @@ async fn respond(
             write(stream, "200 OK", "", b.as_bytes(), b.len()).await
         }
         Fault::TruncatedContent => {
-            let g = grade(&req);
+            let g = reply(&req, config);
             let cut: String = g.chars().take(g.chars().count() / 2).collect();
             let b = completion(&req, cut).to_string();
             write(stream, "200 OK", "", b.as_bytes(), b.len()).await
         }
         Fault::None => {
-            let b = completion(&req, grade(&req)).to_string();
+            let b = completion(&req, reply(&req, config)).to_string();
             write(stream, "200 OK", "", b.as_bytes(), b.len()).await
         }
+    }
+}
+
+/// A correct reply's content: the configured one, else the judge grading.
+fn reply(req: &Value, config: &StubConfig) -> String {
+    match &config.content {
+        Some(f) => f(req),
+        None => grade(req),
     }
 }
 

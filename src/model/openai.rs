@@ -93,7 +93,7 @@ impl OpenAiModel {
 }
 
 /// Splits `openai:<base-url>#<model-name>` into (base URL without trailing `/`, model name).
-fn parse_spec(spec: &str) -> Result<(String, String), ModelError> {
+pub fn parse_spec(spec: &str) -> Result<(String, String), ModelError> {
     let rest = spec
         .trim()
         .strip_prefix("openai:")
@@ -155,12 +155,17 @@ pub fn data_uri(image: &ImageSource) -> Result<String, ModelError> {
                     )))
                 }
             };
-            Ok(format!(
-                "data:{mime};base64,{}",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            ))
+            Ok(bytes_data_uri(mime, &bytes))
         }
     }
+}
+
+/// Encoded image bytes (sent as they are, never recompressed) as a `data:` URI.
+pub fn bytes_data_uri(mime: &str, bytes: &[u8]) -> String {
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 impl Model for OpenAiModel {

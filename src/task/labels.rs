@@ -169,7 +169,8 @@ pub(crate) struct Labels;
 
 impl Aggregator for Labels {
     type Row = LabelsRow;
-    const SLICES: &'static [(&'static str, &'static [&'static str])] = &[];
+    /// By true scene (the importer's `metadata.scene`), since test names no longer carry it.
+    const SLICES: &'static [(&'static str, &'static [&'static str])] = &[("scene", &[])];
 
     fn compute(rows: &[&LabelsRow]) -> Option<(BTreeMap<String, f64>, Value)> {
         let mrows: Vec<LabelRow> = rows.iter().map(|r| r.metric_row()).collect();

@@ -11,6 +11,7 @@ mod judge_faults;
 mod judge_live;
 mod judge_serve;
 mod judge_steps;
+mod labels_workflow;
 mod qwen_model;
 mod qwen_parity;
 mod serve_models;

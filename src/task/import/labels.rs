@@ -1,6 +1,10 @@
 //! Image-label ground truth (seed 004): a JSONL file (or a JSON list) of `{"image_id", "scene":
 //! [..], "attributes": {..}, "objects": [..]}` beside images named by their content hash
 //! (`<image_id>.jpg|jpeg|png|webp`). A 64-hex-digit id is checked against the image's SHA-256.
+//!
+//! Test names are `suite::image::<id>`: the true scene is kept in the metadata (`scene`, a slice
+//! of the labels report) but never in the name, so a human who corrects a scene keeps the case's
+//! name, its cached answer and its history.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,9 @@ use crate::case::hex;
 use crate::task::labels::LabelTruth;
 use crate::task::prompt::{LABELS_SYSTEM, LABELS_USER};
 use crate::task::TaskError;
+
+/// The middle part of every labels test name.
+pub const CATEGORY: &str = "image";
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "JPG"];
 
@@ -151,7 +158,7 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
                 continue;
             }
         }
-        let category = truth.scene[0].trim_start_matches("scene.").to_owned();
+        let scene = truth.scene[0].clone();
         let reference = serde_json::json!({
             "scene": truth.scene[0], "attributes": truth.attributes, "objects": truth.objects
         })
@@ -159,7 +166,7 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
         let short = &id[..id.len().min(16)];
         out.cases.push(make_case(CaseParts {
             suite,
-            category: &category,
+            category: CATEGORY,
             id: short,
             system: LABELS_SYSTEM,
             user: LABELS_USER.to_owned(),
@@ -167,7 +174,10 @@ pub fn import(path: &Path, suite: &str, o: &ImportOptions) -> Result<Imported, T
             reference,
             task: "labels",
             spec: serde_json::to_value(&truth).unwrap_or(Value::Null),
-            metadata: BTreeMap::from([("image_id".to_owned(), Value::String(id.clone()))]),
+            metadata: BTreeMap::from([
+                ("image_id".to_owned(), Value::String(id.clone())),
+                ("scene".to_owned(), Value::String(scene)),
+            ]),
             file: path,
             line,
         }));
@@ -200,6 +210,33 @@ mod tests {
         );
         let (id, t) = parse_record(f, 5, &json!({"image_id": "a", "scene": "scene.food"})).unwrap();
         assert_eq!((id.as_str(), t.scene), ("a", vec!["scene.food".to_owned()]));
+    }
+
+    #[test]
+    fn a_corrected_scene_keeps_the_case_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("8f14e45fceea167a5a36dedd4bea2543.png"),
+            b"png",
+        )
+        .unwrap();
+        let gt = dir.path().join("gt.jsonl");
+        let names = |scene: &str| {
+            std::fs::write(
+                &gt,
+                format!("{{\"image_id\": \"8f14e45fceea167a5a36dedd4bea2543\", \"scene\": [\"{scene}\"]}}\n"),
+            )
+            .unwrap();
+            let imported = import(&gt, "photos", &ImportOptions::default()).unwrap();
+            assert!(imported.rejected.is_empty(), "{:?}", imported.rejected);
+            let c = &imported.cases[0];
+            (c.id.test_name(), c.metadata["scene"].clone())
+        };
+        let (before, s1) = names("scene.food");
+        let (after, s2) = names("scene.product");
+        assert_eq!(before, "photos::image::8f14e45fceea167a");
+        assert_eq!(before, after);
+        assert_eq!((s1, s2), (json!("scene.food"), json!("scene.product")));
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -47,8 +47,14 @@ fn router(model: Box<dyn LogitsModel>, config: &ServerConfig) -> Router {
         .route("/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
+        // A 12-megapixel photo is 5–8 MB, a third more as base64: axum's 2 MB default would
+        // refuse camera images before the model sees them.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// The largest request body accepted (images arrive inline as data URIs).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 fn error(status: StatusCode, msg: &str, kind: &str) -> Response {
     (status, Json(api::error_body(msg, kind))).into_response()

@@ -17,7 +17,8 @@ const CASES: usize = 10_000;
 
 fn verdict(i: usize, side: u64, spam: bool) -> Verdict {
     // A cheap deterministic hash, so the two sides disagree on some cases.
-    let h = (i as u64 ^ side.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h =
+        (i as u64 ^ side.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let x = (h >> 11) as f64 / (1u64 << 53) as f64;
     let label = i % 3 == 0;
     let mut scores = vec![

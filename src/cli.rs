@@ -660,7 +660,9 @@ fn compare(root: &std::path::Path, args: &CompareArgs) -> u8 {
         (0, 2) => run_model(root, args, &args.models[0], args.adapter_a.as_ref()).and_then(|a| {
             run_model(root, args, &args.models[1], args.adapter_b.as_ref()).map(|b| (a, b))
         }),
-        _ => Err("give two runs (`vlmtest compare A B`) or two models (`--model A --model B`)".into()),
+        _ => Err(
+            "give two runs (`vlmtest compare A B`) or two models (`--model A --model B`)".into(),
+        ),
     };
     let ((la, mut ra), (lb, mut rb)) = match sides {
         Ok(s) => s,
@@ -695,10 +697,9 @@ fn compare(root: &std::path::Path, args: &CompareArgs) -> u8 {
     match args.format {
         CompareFormat::Table => print!("{}", crate::compare::render::table(&cmp)),
         CompareFormat::Markdown => print!("{}", crate::compare::render::markdown(&cmp)),
-        CompareFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&cmp).unwrap_or_default()
-        ),
+        CompareFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&cmp).unwrap_or_default())
+        }
     }
     exit::PASSED
 }

@@ -172,11 +172,11 @@ pub fn save(
     let mut answers = Vec::new();
     for r in reports {
         report::write_json(&tmp, r).map_err(io(&tmp))?;
-        answers.extend(r.verdicts.iter().filter_map(|v| {
-            v.answer
-                .as_ref()
-                .map(|a| (v.name.clone(), a.text.clone()))
-        }));
+        answers.extend(
+            r.verdicts
+                .iter()
+                .filter_map(|v| v.answer.as_ref().map(|a| (v.name.clone(), a.text.clone()))),
+        );
     }
     let replay = tmp.join("answers.jsonl");
     crate::model::replay::ReplayModel::write(&replay, &answers).map_err(io(&replay))?;

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cache::AnswerCache;
-use crate::compare::{self, BaselineConfig};
-use crate::run_store;
 use crate::case::{Case, Expectation};
+use crate::compare::{self, BaselineConfig};
 use crate::config::Config;
 use crate::model::spec::ModelSpec;
 use crate::model::{Answer, GenerationOptions};
 use crate::pipeline::{self, Generation, GenerationStats};
 use crate::report::{self, Report};
+use crate::run_store;
 use crate::score::Score;
 use crate::suite::{self, Suite, SuiteError};
 use crate::task;

@@ -95,7 +95,11 @@ impl BaselineCheck {
 }
 
 /// Checks `current` against `baseline` (already loaded, or the reason it could not be).
-pub fn check(cfg: &BaselineConfig, baseline: Result<Report, String>, current: &Report) -> BaselineCheck {
+pub fn check(
+    cfg: &BaselineConfig,
+    baseline: Result<Report, String>,
+    current: &Report,
+) -> BaselineCheck {
     let name = cfg.describe();
     let base = match baseline {
         Ok(b) => b,

@@ -102,14 +102,23 @@ pub fn table(c: &Comparison) -> String {
         let [h1, h2] = header(s);
         out.push_str(&format!("\n{h1}\n{h2}\n\n"));
         out.push_str(&grid(&metric_rows(s)));
-        out.push_str(&format!("\nfixed (fail in A, pass in B): {}\n", s.fixed.len()));
+        out.push_str(&format!(
+            "\nfixed (fail in A, pass in B): {}\n",
+            s.fixed.len()
+        ));
         for f in &s.fixed {
             out.push_str(&format!("  {}\n", f.name));
         }
-        out.push_str(&format!("broken (pass in A, fail in B): {}\n", s.broken.len()));
+        out.push_str(&format!(
+            "broken (pass in A, fail in B): {}\n",
+            s.broken.len()
+        ));
         for b in &s.broken {
             let [a, bb] = answers(b, 160);
-            out.push_str(&format!("  {}  ({})\n    A: {a}\n    B: {bb}\n", b.name, b.reason));
+            out.push_str(&format!(
+                "  {}  ({})\n    A: {a}\n    B: {bb}\n",
+                b.name, b.reason
+            ));
         }
         out.push_str(&format!("both failing: {}\n", s.both_failing.len()));
         for n in &s.both_failing {

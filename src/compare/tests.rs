@@ -143,7 +143,14 @@ proptest! {
 #[test]
 fn the_bootstrap_is_reproducible_from_its_seed_and_moves_with_it() {
     let ra: Vec<Row> = (0..60)
-        .map(|i| (i % 2 == 0, i % 3 == 0, (i % 10) as f64 / 10.0, (i % 7) as f64 / 7.0))
+        .map(|i| {
+            (
+                i % 2 == 0,
+                i % 3 == 0,
+                (i % 10) as f64 / 10.0,
+                (i % 7) as f64 / 7.0,
+            )
+        })
         .collect();
     let rb: Vec<Row> = ra
         .iter()
@@ -169,7 +176,9 @@ fn the_bootstrap_is_reproducible_from_its_seed_and_moves_with_it() {
 
 #[test]
 fn cases_on_one_side_are_listed_and_left_out() {
-    let rows: Vec<Row> = (0..10).map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9)).collect();
+    let rows: Vec<Row> = (0..10)
+        .map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9))
+        .collect();
     let a = build("a", &rows);
     let mut b = build("b", &rows);
     let gone = b.verdicts.remove(3);
@@ -182,7 +191,9 @@ fn cases_on_one_side_are_listed_and_left_out() {
 #[test]
 fn a_clear_regression_is_flagged_with_the_broken_answers() {
     // A answers all 40 cases right; B gets the spam ones wrong.
-    let a_rows: Vec<Row> = (0..40).map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9)).collect();
+    let a_rows: Vec<Row> = (0..40)
+        .map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9))
+        .collect();
     let b_rows: Vec<Row> = (0..40).map(|i| (i % 2 == 0, false, 0.9, 0.9)).collect();
     let (a, b) = (build("a", &a_rows), build("b", &b_rows));
     let c = compare_suite(&a, &b, Options::default()).unwrap();
@@ -217,13 +228,19 @@ fn a_clear_regression_is_flagged_with_the_broken_answers() {
         .collect();
     assert_eq!(
         failed,
-        ["no_significant_regression(pass_rate)", "max_broken = 0 [tags: critical]"]
+        [
+            "no_significant_regression(pass_rate)",
+            "max_broken = 0 [tags: critical]"
+        ]
     );
     assert!(baseline::check(&cfg, Ok(a.clone()), &a).passed);
     let typo: BaselineConfig =
         toml::from_str("report = \"b.json\"\nno_significant_regression = [\"pass_rat\"]").unwrap();
     let bad = baseline::check(&typo, Ok(a.clone()), &a);
-    assert!(!bad.passed, "an unknown metric must fail, not pass silently");
+    assert!(
+        !bad.passed,
+        "an unknown metric must fail, not pass silently"
+    );
     assert!(toml::from_str::<BaselineConfig>("reprot = \"x\"").is_err());
     let missing = baseline::check(&cfg, Err("no such file".into()), &a);
     assert!(!missing.passed && missing.error.unwrap().contains("no such file"));

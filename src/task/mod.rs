@@ -144,7 +144,13 @@ pub fn row_set(
 /// Whether a lower value of `metric` (a task metric name without its task, `smape`) is better;
 /// `None` for metrics with no better direction (chosen thresholds, review and demote rates).
 pub fn lower_is_better(metric: &str) -> Option<bool> {
-    const LOWER: [&str; 5] = ["smape", "mae", "ece", "malformed_rate", "parse_failure_rate"];
+    const LOWER: [&str; 5] = [
+        "smape",
+        "mae",
+        "ece",
+        "malformed_rate",
+        "parse_failure_rate",
+    ];
     const NEUTRAL: [&str; 4] = [
         "sweep.review_threshold",
         "sweep.demote_threshold",

@@ -208,91 +208,90 @@ impl Aggregator for Spam {
 
 /// The spam metrics and details; the threshold sweep only when `with_sweep`.
 fn measure(rows: &[&SpamRow], with_sweep: bool) -> Option<(BTreeMap<String, f64>, Value)> {
-        let truth: Vec<bool> = rows.iter().map(|r| r.truth).collect();
-        let pred: Vec<bool> = rows.iter().map(|r| r.predicted()).collect();
-        let p: Vec<f64> = rows.iter().map(|r| r.p_spam()).collect();
-        let b = binary(&truth, &pred)?;
-        let mut m = BTreeMap::new();
-        for (k, v) in [
-            ("accuracy", b.accuracy),
-            ("precision", b.precision),
-            ("recall", b.recall),
-            ("f1", b.f1),
-            ("macro_f1", b.macro_f1),
-            ("micro_f1", b.micro_f1),
-        ] {
-            m.insert(k.to_owned(), v);
-        }
-        let malformed = rows.iter().filter(|r| r.malformed).count();
-        m.insert(
-            "malformed_rate".into(),
-            malformed as f64 / rows.len() as f64,
-        );
-        let auprc = average_precision(&truth, &p)?;
-        m.insert("auprc".into(), auprc);
-        let cal = calibration(&truth, &p, ECE_BINS)?;
-        m.insert("ece".into(), cal.ece);
+    let truth: Vec<bool> = rows.iter().map(|r| r.truth).collect();
+    let pred: Vec<bool> = rows.iter().map(|r| r.predicted()).collect();
+    let p: Vec<f64> = rows.iter().map(|r| r.p_spam()).collect();
+    let b = binary(&truth, &pred)?;
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("accuracy", b.accuracy),
+        ("precision", b.precision),
+        ("recall", b.recall),
+        ("f1", b.f1),
+        ("macro_f1", b.macro_f1),
+        ("micro_f1", b.micro_f1),
+    ] {
+        m.insert(k.to_owned(), v);
+    }
+    let malformed = rows.iter().filter(|r| r.malformed).count();
+    m.insert(
+        "malformed_rate".into(),
+        malformed as f64 / rows.len() as f64,
+    );
+    let auprc = average_precision(&truth, &p)?;
+    m.insert("auprc".into(), auprc);
+    let cal = calibration(&truth, &p, ECE_BINS)?;
+    m.insert("ece".into(), cal.ece);
 
-        let decisions: Vec<(bool, f64)> = rows.iter().map(|r| r.decision_input()).collect();
-        let policy = rows[0].policy;
-        let configured = evaluate(
-            &truth,
-            &decisions,
-            policy.review_threshold,
-            policy.demote_threshold,
-        )?;
-        m.insert("policy.macro_f1".into(), configured.macro_f1);
-        m.insert("policy.review_rate".into(), configured.review_rate);
-        m.insert("policy.demote_rate".into(), configured.demote_rate);
-        let mut details = json!({
-            "confusion": b.confusion,
-            "reliability_bins": cal.bins,
-            "policy": configured,
-        });
-        if with_sweep {
-            let sw = sweep(&truth, &decisions, &grid(SWEEP_STEPS))?;
-            m.insert("sweep.macro_f1".into(), sw.best.macro_f1);
-            m.insert("sweep.review_threshold".into(), sw.best.review_threshold);
-            m.insert("sweep.demote_threshold".into(), sw.best.demote_threshold);
-            details["sweep"] = json!({ "chosen": sw.best, "macro_f1": sweep_table(&sw.table) });
-        }
-        let base: Option<Vec<BaselinePrediction>> = rows.iter().map(|r| r.baseline).collect();
-        if let Some(base) = base {
-            let bp: Vec<bool> = base.iter().map(|x| x.is_spam).collect();
-            let bs: Vec<f64> = base.iter().map(|x| x.p_spam).collect();
-            let bb = binary(&truth, &bp)?;
-            m.insert("baseline.accuracy".into(), bb.accuracy);
-            m.insert("baseline.f1".into(), bb.f1);
-            m.insert("baseline.macro_f1".into(), bb.macro_f1);
-            m.insert("baseline.auprc".into(), average_precision(&truth, &bs)?);
-            let b_auprc = average_precision(&truth, &bs)?;
-            m.insert("uplift.macro_f1".into(), b.macro_f1 - bb.macro_f1);
-            m.insert("uplift.accuracy".into(), b.accuracy - bb.accuracy);
-            m.insert("uplift.auprc".into(), auprc - b_auprc);
-            details["baseline_confusion"] =
-                serde_json::to_value(&bb.confusion).unwrap_or(Value::Null);
-            // The model and the baseline answered the same rows: the exact McNemar test on
-            // their right/wrong pairs.
-            let mut pairs = PairCounts::default();
-            for (r, q) in rows.iter().zip(&bp) {
-                // Right as the case's score counts it: a malformed answer is never right.
-                let model_right = !r.malformed && r.predicted() == r.truth;
-                match (*q == r.truth, model_right) {
-                    (true, true) => pairs.both_pass += 1,
-                    (false, true) => pairs.fixed += 1,
-                    (true, false) => pairs.broken += 1,
-                    (false, false) => pairs.both_fail += 1,
-                }
+    let decisions: Vec<(bool, f64)> = rows.iter().map(|r| r.decision_input()).collect();
+    let policy = rows[0].policy;
+    let configured = evaluate(
+        &truth,
+        &decisions,
+        policy.review_threshold,
+        policy.demote_threshold,
+    )?;
+    m.insert("policy.macro_f1".into(), configured.macro_f1);
+    m.insert("policy.review_rate".into(), configured.review_rate);
+    m.insert("policy.demote_rate".into(), configured.demote_rate);
+    let mut details = json!({
+        "confusion": b.confusion,
+        "reliability_bins": cal.bins,
+        "policy": configured,
+    });
+    if with_sweep {
+        let sw = sweep(&truth, &decisions, &grid(SWEEP_STEPS))?;
+        m.insert("sweep.macro_f1".into(), sw.best.macro_f1);
+        m.insert("sweep.review_threshold".into(), sw.best.review_threshold);
+        m.insert("sweep.demote_threshold".into(), sw.best.demote_threshold);
+        details["sweep"] = json!({ "chosen": sw.best, "macro_f1": sweep_table(&sw.table) });
+    }
+    let base: Option<Vec<BaselinePrediction>> = rows.iter().map(|r| r.baseline).collect();
+    if let Some(base) = base {
+        let bp: Vec<bool> = base.iter().map(|x| x.is_spam).collect();
+        let bs: Vec<f64> = base.iter().map(|x| x.p_spam).collect();
+        let bb = binary(&truth, &bp)?;
+        m.insert("baseline.accuracy".into(), bb.accuracy);
+        m.insert("baseline.f1".into(), bb.f1);
+        m.insert("baseline.macro_f1".into(), bb.macro_f1);
+        m.insert("baseline.auprc".into(), average_precision(&truth, &bs)?);
+        let b_auprc = average_precision(&truth, &bs)?;
+        m.insert("uplift.macro_f1".into(), b.macro_f1 - bb.macro_f1);
+        m.insert("uplift.accuracy".into(), b.accuracy - bb.accuracy);
+        m.insert("uplift.auprc".into(), auprc - b_auprc);
+        details["baseline_confusion"] = serde_json::to_value(&bb.confusion).unwrap_or(Value::Null);
+        // The model and the baseline answered the same rows: the exact McNemar test on
+        // their right/wrong pairs.
+        let mut pairs = PairCounts::default();
+        for (r, q) in rows.iter().zip(&bp) {
+            // Right as the case's score counts it: a malformed answer is never right.
+            let model_right = !r.malformed && r.predicted() == r.truth;
+            match (*q == r.truth, model_right) {
+                (true, true) => pairs.both_pass += 1,
+                (false, true) => pairs.fixed += 1,
+                (true, false) => pairs.broken += 1,
+                (false, false) => pairs.both_fail += 1,
             }
-            details["baseline_pairs"] = json!({
-                "both_right": pairs.both_pass,
-                "model_only_right": pairs.fixed,
-                "baseline_only_right": pairs.broken,
-                "both_wrong": pairs.both_fail,
-                "mcnemar_p": mcnemar_exact(pairs.fixed, pairs.broken),
-            });
         }
-        Some((m, details))
+        details["baseline_pairs"] = json!({
+            "both_right": pairs.both_pass,
+            "model_only_right": pairs.fixed,
+            "baseline_only_right": pairs.broken,
+            "both_wrong": pairs.both_fail,
+            "mcnemar_p": mcnemar_exact(pairs.fixed, pairs.broken),
+        });
+    }
+    Some((m, details))
 }
 
 #[cfg(test)]

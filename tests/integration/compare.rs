@@ -88,7 +88,11 @@ fn every_report_metric_is_recomputed_by_the_reports_own_functions() {
             .tasks
             .values()
             .filter_map(|t| t["metrics"].as_object())
-            .map(|o| o.keys().filter(|k| *k != "n" && *k != "scorer_errors").count())
+            .map(|o| {
+                o.keys()
+                    .filter(|k| *k != "n" && *k != "scorer_errors")
+                    .count()
+            })
             .sum();
         assert!(
             m.len() >= task_metrics + 1,
@@ -213,10 +217,16 @@ fn runs_are_stored_listed_and_compared() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "header, rule and two runs:\n{out}");
-    assert!(lines[2].starts_with(&first) && lines[3].starts_with(&second), "{out}");
+    assert!(
+        lines[2].starts_with(&first) && lines[3].starts_with(&second),
+        "{out}"
+    );
     assert!(lines[3].contains("0.67"), "{out}");
 
-    let (code, out, err) = vlmtest(dir.path(), &["compare", &first, "latest", "--format", "json"]);
+    let (code, out, err) = vlmtest(
+        dir.path(),
+        &["compare", &first, "latest", "--format", "json"],
+    );
     assert_eq!(code, 0, "{err}");
     let cmp: Value = serde_json::from_str(&out).expect("compare JSON");
     let s = &cmp["suites"][0];
@@ -231,16 +241,31 @@ fn runs_are_stored_listed_and_compared() {
         .find(|m| m["name"] == "pass_rate")
         .expect("pass_rate row");
     assert!((pass["diff"].as_f64().unwrap() + 1.0 / 3.0).abs() < 1e-12);
-    assert_eq!(pass["p_value"], 1.0, "one discordant pair cannot be significant");
+    assert_eq!(
+        pass["p_value"], 1.0,
+        "one discordant pair cannot be significant"
+    );
 
-    let (code, out, _) = vlmtest(dir.path(), &["compare", &first, &second, "--format", "markdown"]);
+    let (code, out, _) = vlmtest(
+        dir.path(),
+        &["compare", &first, &second, "--format", "markdown"],
+    );
     assert_eq!(code, 0);
-    assert!(out.contains("| pass_rate |") && out.contains("**Broken** (pass → fail): 1"), "{out}");
+    assert!(
+        out.contains("| pass_rate |") && out.contains("**Broken** (pass → fail): 1"),
+        "{out}"
+    );
 
     // Two models run on the same cases first, each stored as a run.
     let (code, out, err) = vlmtest(
         dir.path(),
-        &["compare", "--model", "replay:worse.jsonl", "--model", "replay:good.jsonl"],
+        &[
+            "compare",
+            "--model",
+            "replay:worse.jsonl",
+            "--model",
+            "replay:good.jsonl",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("fixed (fail in A, pass in B): 1"), "{out}");
@@ -251,11 +276,21 @@ fn runs_are_stored_listed_and_compared() {
     let (code, _, err) = vlmtest(dir.path(), &["runs", "--prune", "--keep", "1"]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = vlmtest(dir.path(), &["runs", "--format", "json"]);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let (code, _, err) = vlmtest(dir.path(), &["compare", "nope", "latest"]);
     assert_eq!(code, 2);
-    assert!(err.contains("no run, run folder or report file `nope`"), "{err}");
+    assert!(
+        err.contains("no run, run folder or report file `nope`"),
+        "{err}"
+    );
 }
 
 fn harness_args(extra: &[&str]) -> Arguments {
@@ -282,7 +317,11 @@ fn the_baseline_gate_fails_on_a_broken_critical_case_in_cargo_test_and_vlmtest_r
         "[suites.shop.baseline]\nreport = \"baselines/shop.json\"\nno_significant_regression = [\"pass_rate\"]\nmax_broken = 0\nbroken_tags = [\"critical\"]\n",
     );
     let c = vlmtest::harness::run_in(dir.path(), &harness_args(&["--exact", "shop::compare"]));
-    assert_eq!((c.num_passed, c.num_failed), (1, 0), "same answers pass: {c:?}");
+    assert_eq!(
+        (c.num_passed, c.num_failed),
+        (1, 0),
+        "same answers pass: {c:?}"
+    );
 
     let cfg = std::fs::read_to_string(dir.path().join("vlmtest.toml")).unwrap();
     std::fs::write(
@@ -297,7 +336,10 @@ fn the_baseline_gate_fails_on_a_broken_critical_case_in_cargo_test_and_vlmtest_r
         "the broken critical case fails shop::compare: {c:?}"
     );
     let (code, out, err) = vlmtest(dir.path(), &["run"]);
-    assert_eq!(code, 1, "vlmtest run exits 1 on the baseline gate: {out}\n{err}");
+    assert_eq!(
+        code, 1,
+        "vlmtest run exits 1 on the baseline gate: {out}\n{err}"
+    );
     assert!(
         out.contains("baseline failed: shop against baselines/shop.json")
             && out.contains("max_broken = 0 [tags: critical]: 1 broken: shop::torque::torque_001"),

@@ -1,9 +1,9 @@
 //! Integration tests, one module per area.
 
+mod compare;
 mod export_bundle;
 mod gguf_adapter;
 mod gguf_model;
-mod compare;
 mod harness;
 mod html_report;
 mod judge_examples;

@@ -20,7 +20,7 @@ fn verdict(i: usize, side: u64, spam: bool) -> Verdict {
     let h =
         (i as u64 ^ side.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let x = (h >> 11) as f64 / (1u64 << 53) as f64;
-    let label = i % 3 == 0;
+    let label = i.is_multiple_of(3);
     let mut scores = vec![
         Score::scored("numeric", x, 0.3, String::new()),
         Score::scored("token_f1", (x * 7.0).fract(), 0.2, String::new()),

@@ -18,7 +18,7 @@ fn verdict(i: usize, label: bool, answer_spam: bool, conf: f64, extra: f64) -> V
     Verdict {
         name: format!("s::{}::c{i:04}", if label { "spam" } else { "ham" }),
         category: if label { "spam" } else { "ham" }.into(),
-        tags: if i % 3 == 0 {
+        tags: if i.is_multiple_of(3) {
             vec!["critical".into()]
         } else {
             vec![]
@@ -142,11 +142,11 @@ proptest! {
 
 #[test]
 fn the_bootstrap_is_reproducible_from_its_seed_and_moves_with_it() {
-    let ra: Vec<Row> = (0..60)
+    let ra: Vec<Row> = (0..60usize)
         .map(|i| {
             (
-                i % 2 == 0,
-                i % 3 == 0,
+                i.is_multiple_of(2),
+                i.is_multiple_of(3),
                 (i % 10) as f64 / 10.0,
                 (i % 7) as f64 / 7.0,
             )
@@ -176,8 +176,8 @@ fn the_bootstrap_is_reproducible_from_its_seed_and_moves_with_it() {
 
 #[test]
 fn cases_on_one_side_are_listed_and_left_out() {
-    let rows: Vec<Row> = (0..10)
-        .map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9))
+    let rows: Vec<Row> = (0..10usize)
+        .map(|i| (i.is_multiple_of(2), i.is_multiple_of(2), 0.9, 0.9))
         .collect();
     let a = build("a", &rows);
     let mut b = build("b", &rows);
@@ -191,10 +191,12 @@ fn cases_on_one_side_are_listed_and_left_out() {
 #[test]
 fn a_clear_regression_is_flagged_with_the_broken_answers() {
     // A answers all 40 cases right; B gets the spam ones wrong.
-    let a_rows: Vec<Row> = (0..40)
-        .map(|i| (i % 2 == 0, i % 2 == 0, 0.9, 0.9))
+    let a_rows: Vec<Row> = (0..40usize)
+        .map(|i| (i.is_multiple_of(2), i.is_multiple_of(2), 0.9, 0.9))
         .collect();
-    let b_rows: Vec<Row> = (0..40).map(|i| (i % 2 == 0, false, 0.9, 0.9)).collect();
+    let b_rows: Vec<Row> = (0..40usize)
+        .map(|i| (i.is_multiple_of(2), false, 0.9, 0.9))
+        .collect();
     let (a, b) = (build("a", &a_rows), build("b", &b_rows));
     let c = compare_suite(&a, &b, Options::default()).unwrap();
     assert_eq!(c.pairs.broken, 20);

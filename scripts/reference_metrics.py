@@ -114,6 +114,8 @@ def spam_metrics(rows):
         m["baseline.accuracy"], m["baseline.f1"], m["baseline.macro_f1"] = bm["accuracy"], bm["f1"], bm["macro_f1"]
         m["baseline.auprc"] = float(average_precision_score(y, bs)) if any(y) else 0.0
         m["uplift.macro_f1"] = m["macro_f1"] - bm["macro_f1"]
+        m["uplift.accuracy"] = m["accuracy"] - bm["accuracy"]
+        m["uplift.auprc"] = m["auprc"] - m["baseline.auprc"]
     extra = {
         "confusion": confusion_matrix(y, yp, labels=[0, 1]).tolist(),
         "bins": bins,

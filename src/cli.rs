@@ -438,13 +438,7 @@ fn run(
 
 /// The HTML page's header facts and the cases behind the reports' verdicts.
 fn html_meta(session: &Session, reports: &[Report]) -> report::html::HtmlMeta {
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(&session.root)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let git = run_store::git_commit(&session.root).map(|c| c.chars().take(12).collect());
     let mut meta = report::html::HtmlMeta {
         adapter: session
             .config

@@ -133,7 +133,8 @@ fn slug(label: &str) -> String {
     }
 }
 
-fn git_commit(root: &Path) -> Option<String> {
+/// `git rev-parse HEAD` of `root`, when it is a git checkout.
+pub fn git_commit(root: &Path) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(root)

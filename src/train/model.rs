@@ -46,8 +46,9 @@ pub trait TrainableModel: Sync {
     ) -> Result<Vec<String>, TrainError>;
     /// Summed cross-entropy over the batch's target tokens (differentiable).
     fn loss_sum(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError>;
-    /// A frozen, merged snapshot that answers conversations greedily.
-    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError>;
+    /// A frozen, merged snapshot that answers conversations greedily, as `vlmtest run` answers
+    /// with the saved adapter: the trainer evaluates it through the same pipeline.
+    fn snapshot(&self) -> Result<Box<dyn Model + '_>, TrainError>;
     /// The merged weights under the base model's own names, for a merged checkpoint.
     fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError>;
     /// Files copied beside the merged weights so the merged folder loads on its own (a
@@ -55,11 +56,6 @@ pub trait TrainableModel: Sync {
     fn merged_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
-}
-
-/// Greedy answering with fixed weights.
-pub trait Answerer {
-    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError>;
 }
 
 /// Loads the base a run names, routed as `vlmtest --model` routes it: a checkpoint folder whose
@@ -245,23 +241,19 @@ impl TrainableModel for SmolLm {
             .loss_sum(&batch.ids, &batch.positions, &batch.targets, rng)
     }
 
-    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError> {
-        Ok(Box::new(LlamaAnswerer {
+    fn snapshot(&self) -> Result<Box<dyn Model + '_>, TrainError> {
+        Ok(Box::new(AdaptedGguf {
             llama: self.llama.merged_copy()?,
-            tokenizer: &self.tokenizer,
-            stop: &self.stop,
+            tokenizer: self.tokenizer.clone(),
+            stop: self.stop.clone(),
+            fingerprint: format!("training-snapshot:{}", self.label),
+            label: format!("{}+lora", self.label),
         }))
     }
 
     fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
         self.llama.merged_state_dict()
     }
-}
-
-struct LlamaAnswerer<'a> {
-    llama: Llama,
-    tokenizer: &'a Tokenizer,
-    stop: &'a [u32],
 }
 
 fn answer_with(
@@ -283,18 +275,6 @@ fn answer_with(
         generated_tokens: out.len(),
         elapsed: start.elapsed(),
     })
-}
-
-impl Answerer for LlamaAnswerer<'_> {
-    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError> {
-        answer_with(
-            &self.llama,
-            self.tokenizer,
-            self.stop,
-            messages,
-            max_new_tokens,
-        )
-    }
 }
 
 /// A GGUF base with an optional PEFT adapter merged in, answering through vlmtest's `Model` trait

@@ -15,7 +15,6 @@
 //! which with PEFT's `base_model.model.` prefix are the keys PEFT writes for
 //! `Qwen3VLForConditionalGeneration`.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -27,9 +26,9 @@ use tokenizers::Tokenizer;
 
 use super::batch::Batch;
 use super::data::{check_case, data_error, fit, target_text, Example};
-use super::model::{Answerer, TrainableModel};
+use super::model::TrainableModel;
 use super::{fused, TrainError};
-use crate::case::{Case, Message};
+use crate::case::Case;
 use crate::image::{self, Pixels, PreprocessorConfig};
 use crate::lora::frozen::frozen_matmul;
 use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
@@ -40,7 +39,7 @@ use crate::model::qwen3_vl::template::ChatTemplate;
 use crate::model::qwen3_vl::text::MropeTable;
 use crate::model::qwen3_vl::vision::VisionModel;
 use crate::model::qwen3_vl::{prompt, Config, Qwen3VlModel};
-use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
+use crate::model::{Model, ModelError};
 
 /// The seven linear layers of a decoder layer, by their HF suffix.
 pub const LINEARS: [&str; 7] = [
@@ -626,10 +625,8 @@ impl TrainableModel for QwenTrain {
         Ok(fused::nll(&logits, &batch.targets)?.sum_all()?)
     }
 
-    fn snapshot(&self) -> Result<Box<dyn Answerer + '_>, TrainError> {
-        Ok(Box::new(QwenAnswerer(RefCell::new(
-            self.inference_model()?,
-        ))))
+    fn snapshot(&self) -> Result<Box<dyn Model + '_>, TrainError> {
+        Ok(Box::new(self.inference_model()?))
     }
 
     fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
@@ -674,28 +671,6 @@ impl TrainableModel for QwenTrain {
         .map(|f| self.files.dir.join(f))
         .filter(|p| p.is_file())
         .collect()
-    }
-}
-
-/// Greedy answers from the inference model (single requests, as the trainer evaluates).
-struct QwenAnswerer(RefCell<Qwen3VlModel>);
-
-impl Answerer for QwenAnswerer {
-    fn answer(&self, messages: &[Message], max_new_tokens: usize) -> Result<Answer, TrainError> {
-        let req = Request {
-            name: "eval".into(),
-            messages,
-        };
-        let mut out = self
-            .0
-            .borrow_mut()
-            .generate(&[req], &GenerationOptions { max_new_tokens });
-        match out.pop() {
-            Some(r) => Ok(r?),
-            None => Err(TrainError::Model(ModelError::Other(
-                "the model returned no answer".into(),
-            ))),
-        }
     }
 }
 

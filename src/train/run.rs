@@ -92,10 +92,17 @@ pub fn evaluate(
     max_new_tokens: usize,
 ) -> Result<EvalSummary, TrainError> {
     let start = Instant::now();
-    let snap = model.snapshot()?;
+    let mut snap = model.snapshot()?;
     let mut answers = Vec::with_capacity(cases.len());
+    let options = crate::model::GenerationOptions { max_new_tokens };
     for c in cases {
-        answers.push(snap.answer(&c.messages, max_new_tokens)?.text);
+        let req = crate::model::Request {
+            name: c.id.test_name(),
+            messages: &c.messages,
+        };
+        for a in snap.generate(&[req], &options) {
+            answers.push(a?.text);
+        }
     }
     drop(snap);
     let mut summary = summarise(label, step, cases, &answers, start);

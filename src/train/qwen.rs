@@ -679,7 +679,7 @@ mod tests {
     use std::collections::BTreeMap as Map;
 
     use super::*;
-    use crate::case::{CaseId, ImageSource, Origin, Part, Role};
+    use crate::case::{CaseId, ImageSource, Message, Origin, Part, Role};
     use crate::lora::TargetModules;
     use crate::model::qwen3_vl::fixture::{self, Spec};
     use crate::test_support::max_abs_diff;

@@ -44,11 +44,10 @@ impl AnswerCache {
         self
     }
 
-    /// The default location: `<project>/target/vlmtest/answers`, or `$VLMTEST_ANSWER_CACHE`.
+    /// The default location, `<project>/target/vlmtest/answers`; `VLMTEST_ANSWER_CACHE`
+    /// (`Config::answer_cache`) replaces it.
     pub fn default_root(project: &Path) -> PathBuf {
-        std::env::var_os("VLMTEST_ANSWER_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::report::output_dir(project).join("answers"))
+        crate::report::output_dir(project).join("answers")
     }
 
     pub fn dir(&self) -> &Path {

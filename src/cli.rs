@@ -1,5 +1,5 @@
 //! The `vlmtest` command line: flags only. Resolution of flags, environment and `vlmtest.toml`
-//! happens in `session`.
+//! happens in `config` (through `Session::open`); its errors are printed here, once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +28,9 @@ pub mod exit {
     about = "cargo test for vision-language models"
 )]
 pub struct Cli {
-    /// Project root holding vlmtest.toml, probes/ and cases/ (default: current directory).
-    #[arg(long, global = true, env = "VLMTEST_ROOT")]
+    /// Project root holding vlmtest.toml, probes/ and cases/ (default: `$VLMTEST_ROOT`, else
+    /// the current directory).
+    #[arg(long, global = true)]
     pub root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -72,9 +73,10 @@ pub enum Command {
         #[arg(long)]
         adapter: Option<PathBuf>,
         /// At most this many cases per suite.
-        #[arg(long)]
+        #[arg(long, value_parser = count)]
         max_samples: Option<usize>,
-        #[arg(long)]
+        /// Tokens generated per answer at most.
+        #[arg(long, value_parser = count)]
         max_new_tokens: Option<usize>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -156,7 +158,8 @@ pub struct CompareArgs {
     pub adapter_b: Option<PathBuf>,
     #[command(flatten)]
     pub selection: Selection,
-    #[arg(long)]
+    /// At most this many cases per suite.
+    #[arg(long, value_parser = count)]
     pub max_samples: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: CompareFormat,
@@ -168,6 +171,11 @@ pub struct CompareArgs {
     /// Significance level for marking a difference better or worse.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
+}
+
+/// A count flag's value: a whole number of at least 1, parsed as the environment's counts are.
+fn count(text: &str) -> Result<usize, crate::config::env::ValueError> {
+    crate::config::env::parse_count(text)
 }
 
 /// Parses the process arguments and runs the command.
@@ -255,10 +263,32 @@ pub fn main() -> ExitCode {
 }
 
 fn open(root: &std::path::Path, overrides: &Overrides) -> Result<Session, u8> {
-    Session::open(root, overrides).map_err(|e| {
-        eprintln!("error: {e}");
+    let session = Session::open(root, overrides).map_err(|e| {
+        eprintln!("error: {:#}", anyhow::Error::new(e));
         exit::ERROR
-    })
+    })?;
+    for w in &session.config.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(session)
+}
+
+/// Prints each distinct model error of the selection once (a model that cannot be resolved or
+/// loaded fails every case with the same message); true when there was any.
+fn print_model_errors(cases: &[&Case], eval: &crate::session::Evaluation) -> bool {
+    let errors: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter_map(|c| eval.verdicts.get(&c.id.test_name()))
+        .filter_map(|v| v.model_error.as_deref())
+        .collect();
+    const SHOWN: usize = 5;
+    for e in errors.iter().take(SHOWN) {
+        eprintln!("error: {e}");
+    }
+    if errors.len() > SHOWN {
+        eprintln!("error: … and {} other model errors", errors.len() - SHOWN);
+    }
+    !errors.is_empty()
 }
 
 fn selected<'a>(session: &'a Session, sel: &Selection) -> Vec<&'a Case> {
@@ -333,6 +363,7 @@ fn run(
         models.join(", ")
     );
     let eval = session.evaluate(&cases, true);
+    let model_failed = print_model_errors(&cases, &eval);
     if matches!(format, Format::Table) {
         for c in &cases {
             if let Some(v) = eval.verdicts.get(&c.id.test_name()) {
@@ -427,7 +458,7 @@ fn run(
             !r.gates_passed()
         }
     });
-    if load_failed || eval.stats.failed > 0 {
+    if load_failed || model_failed || eval.stats.failed > 0 {
         exit::ERROR
     } else if failed {
         exit::FAILED
@@ -606,7 +637,8 @@ fn run_model(
         max_samples: args.max_samples,
         max_new_tokens: None,
     };
-    let session = Session::open(root, &overrides).map_err(|e| e.to_string())?;
+    let session =
+        Session::open(root, &overrides).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
     if print_load_errors(&session) {
         return Err("some cases did not load".into());
     }
@@ -616,7 +648,7 @@ fn run_model(
     }
     eprintln!("vlmtest: {} cases on `{model}`", cases.len());
     let eval = session.evaluate(&cases, true);
-    if eval.stats.failed > 0 {
+    if print_model_errors(&cases, &eval) || eval.stats.failed > 0 {
         return Err(format!(
             "model `{model}` failed to answer {} case(s)",
             eval.stats.failed

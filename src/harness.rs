@@ -43,7 +43,7 @@ pub fn run_from_env() -> Conclusion {
     crate::model::gguf::pin_portable_kernels();
     let args = Arguments::from_args();
     let root = project_root();
-    if std::env::var_os("INSTA_WORKSPACE_ROOT").is_none() {
+    if !crate::config::env::is_set(&crate::config::env::INSTA_WORKSPACE_ROOT) {
         // Snapshots live in the project under test, not in vlmtest's own source folder. No other
         // thread exists yet, so changing the environment is safe here.
         std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
@@ -57,7 +57,8 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     let session = match Session::open(&root, &Overrides::default()) {
         Ok(s) => s,
         Err(e) => {
-            let msg = e.to_string();
+            // The whole chain, once, in the one trial that fails.
+            let msg = format!("{:#}", anyhow::Error::new(e));
             return libtest_mimic::run(
                 args,
                 vec![Trial::test("vlmtest::config", move || {
@@ -68,6 +69,9 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     };
     if args.list {
         return libtest_mimic::run(args, skeleton(&session));
+    }
+    for w in &session.config.warnings {
+        eprintln!("vlmtest: warning: {w}");
     }
 
     // Select: cases whose trial would run, plus every case of a suite whose report would run.
@@ -97,7 +101,7 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     let eval = Arc::new(session.evaluate(&cases, !args.quiet));
 
     // Known failures of the accepted baseline are reported as ignored unless VLMTEST_STRICT=1.
-    let strict = std::env::var("VLMTEST_STRICT").is_ok_and(|v| v == "1");
+    let strict = session.config.strict;
     let mut trials = Vec::new();
     let mut reports = Vec::new();
     for suite in &session.suites {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::AnswerCache;
 use crate::case::{Case, Expectation};
 use crate::compare::{self, BaselineConfig};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::model::spec::ModelSpec;
 use crate::model::{Answer, GenerationOptions};
 use crate::pipeline::{self, Generation, GenerationStats};
@@ -18,14 +18,7 @@ use crate::suite::{self, Suite, SuiteError};
 use crate::task;
 use crate::verdict::Verdict;
 
-/// Overrides from CLI flags (applied after `vlmtest.toml` and the environment).
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub model: Option<String>,
-    pub adapter: Option<PathBuf>,
-    pub max_samples: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-}
+pub use crate::config::Overrides;
 
 /// The loaded project.
 pub struct Session {
@@ -45,23 +38,10 @@ pub struct Evaluation {
 }
 
 impl Session {
-    /// Reads `vlmtest.toml`, applies environment and flag overrides, loads every suite.
-    pub fn open(root: &Path, overrides: &Overrides) -> Result<Self, SuiteError> {
-        let mut config = Config::load(root)?;
-        config.apply_env()?;
-        if let Some(m) = &overrides.model {
-            config.model.spec = m.clone();
-            config.model_forced = true;
-        }
-        if let Some(a) = &overrides.adapter {
-            config.model.adapter = Some(a.clone());
-        }
-        if let Some(n) = overrides.max_samples {
-            config.model.max_samples = Some(n);
-        }
-        if let Some(n) = overrides.max_new_tokens {
-            config.model.max_new_tokens = n;
-        }
+    /// Resolves the configuration (`vlmtest.toml`, the environment, then `overrides`) and
+    /// loads every suite.
+    pub fn open(root: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let config = Config::from_process(root, overrides)?;
         let suites = suite::load_all(root, &config, Some(import_source));
         Ok(Self {
             root: root.to_path_buf(),
@@ -152,15 +132,11 @@ impl Session {
                 .collect();
             (scores, stats)
         };
-        let settings = match crate::judge::JudgeSettings::resolve(self.config.judge.as_ref()) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return fail(
-                    "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
-                    "",
-                )
-            }
-            Err(e) => return fail(e, ""),
+        let Some(settings) = self.config.judge.clone() else {
+            return fail(
+                "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
+                "",
+            );
         };
         let model = settings.model.clone();
         let judges = self.root.join("judges");
@@ -226,7 +202,11 @@ impl Session {
         match spec.and_then(|s| s.fingerprint().map(|fp| (s, fp))) {
             Ok((spec, fingerprint)) => {
                 let cache = AnswerCache::new(
-                    &AnswerCache::default_root(&self.root),
+                    &self
+                        .config
+                        .answer_cache
+                        .clone()
+                        .unwrap_or_else(|| AnswerCache::default_root(&self.root)),
                     &fingerprint,
                     &options,
                 )

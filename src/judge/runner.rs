@@ -142,7 +142,9 @@ impl JudgeRunner {
         judges_dir: &Path,
         cache_dir: &Path,
     ) -> Result<Self, JudgeError> {
-        settings.validate().map_err(JudgeError::Settings)?;
+        settings
+            .validate()
+            .map_err(|e| JudgeError::Settings(e.to_string()))?;
         let rubrics = rubric::load_dir(judges_dir)?
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))

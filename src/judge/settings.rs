@@ -1,4 +1,5 @@
-//! The `[judge]` table of `vlmtest.toml`, overridable by `VLMTEST_JUDGE_URL` / `VLMTEST_JUDGE_MODEL`.
+//! The `[judge]` table of `vlmtest.toml`, typed. The configuration stage (`config`) parses it with
+//! the rest of the file and applies `VLMTEST_JUDGE_URL` / `_MODEL` / `_CACHE` over it.
 //!
 //! The API key itself is never stored here: only the *name* of the environment variable that
 //! holds it, so a settings dump, a report or a cache file cannot leak it.
@@ -97,74 +98,66 @@ impl Default for JudgeSettings {
     }
 }
 
+/// A judge setting that cannot work, naming its key of `[judge]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// `url` is not an HTTP(S) URL.
+    #[error("judge.url `{0}` must start with http:// or https://")]
+    Url(String),
+    /// `model` is blank.
+    #[error("judge.model is empty")]
+    EmptyModel,
+    /// `concurrency` is 0.
+    #[error("judge.concurrency must be at least 1")]
+    Concurrency,
+    /// `timeout_s` is not a positive number.
+    #[error("judge.timeout_s must be a positive number")]
+    Timeout,
+    /// A backoff is negative or not a number.
+    #[error("judge.{0} must be a non-negative number")]
+    Backoff(&'static str),
+}
+
+impl SettingsError {
+    /// The key of `[judge]` that is wrong.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SettingsError::Url(_) => "url",
+            SettingsError::EmptyModel => "model",
+            SettingsError::Concurrency => "concurrency",
+            SettingsError::Timeout => "timeout_s",
+            SettingsError::Backoff(key) => key,
+        }
+    }
+}
+
 impl JudgeSettings {
-    /// Applies `VLMTEST_JUDGE_URL`, `VLMTEST_JUDGE_MODEL` and `VLMTEST_JUDGE_CACHE`
-    /// (use|refresh|off|replay) over the file's values. An unparseable cache mode is ignored.
-    pub fn apply_env(&mut self) {
-        self.apply_vars(|k| std::env::var(k).ok());
-    }
-
-    fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) {
-        if let Some(url) = get("VLMTEST_JUDGE_URL").filter(|v| !v.trim().is_empty()) {
-            self.url = url.trim().to_owned();
-        }
-        if let Some(model) = get("VLMTEST_JUDGE_MODEL").filter(|v| !v.trim().is_empty()) {
-            self.model = model.trim().to_owned();
-        }
-        if let Some(mode) = get("VLMTEST_JUDGE_CACHE").and_then(|v| v.parse().ok()) {
-            self.cache = mode;
-        }
-    }
-
-    /// The judge of a run: the `[judge]` table of `vlmtest.toml` (if any) with the environment
-    /// applied. `Ok(None)` when neither the table nor `VLMTEST_JUDGE_URL` configures one.
-    pub fn resolve(table: Option<&toml::Table>) -> Result<Option<Self>, String> {
-        Self::resolve_with(table, |k| std::env::var(k).ok())
-    }
-
-    fn resolve_with(
-        table: Option<&toml::Table>,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, String> {
-        let env_url = get("VLMTEST_JUDGE_URL").filter(|v| !v.trim().is_empty());
-        let mut s = match table {
-            Some(t) => toml::Value::Table(t.clone())
-                .try_into::<Self>()
-                .map_err(|e| format!("vlmtest.toml [judge]: {e}"))?,
-            None if env_url.is_some() => Self::default(),
-            None => return Ok(None),
-        };
-        s.apply_vars(get);
-        s.validate()
-            .map_err(|e| format!("vlmtest.toml [judge]: {e}"))?;
-        Ok(Some(s))
-    }
-
     /// The API key, read from the environment variable this names. Never stored or logged.
     pub(crate) fn api_key(&self) -> Option<String> {
-        let var = self.api_key_env.as_deref()?;
-        std::env::var(var).ok().filter(|k| !k.is_empty())
+        crate::config::env::secret(self.api_key_env.as_deref()?)
     }
 
     /// Checks the values that would otherwise fail later with a less clear message.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!(
-                "judge.url `{}` must start with http:// or https://",
-                self.url
-            ));
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if crate::config::env::parse_url(&self.url).is_err() {
+            return Err(SettingsError::Url(self.url.clone()));
         }
         if self.model.trim().is_empty() {
-            return Err("judge.model is empty".into());
+            return Err(SettingsError::EmptyModel);
         }
         if self.concurrency == 0 {
-            return Err("judge.concurrency must be at least 1".into());
+            return Err(SettingsError::Concurrency);
         }
         if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
-            return Err("judge.timeout_s must be a positive number".into());
+            return Err(SettingsError::Timeout);
         }
-        if !(self.backoff_s.is_finite() && self.backoff_s >= 0.0 && self.max_backoff_s >= 0.0) {
-            return Err("judge.backoff_s and judge.max_backoff_s must be non-negative".into());
+        for (key, v) in [
+            ("backoff_s", self.backoff_s),
+            ("max_backoff_s", self.max_backoff_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(SettingsError::Backoff(key));
+            }
         }
         Ok(())
     }
@@ -199,52 +192,20 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_url_model_and_cache() {
-        let mut s = JudgeSettings::default();
-        s.apply_vars(|k| match k {
-            "VLMTEST_JUDGE_URL" => Some("http://127.0.0.1:9/v1/".into()),
-            "VLMTEST_JUDGE_MODEL" => Some("judge-x".into()),
-            "VLMTEST_JUDGE_CACHE" => Some("Refresh".into()),
-            _ => None,
-        });
-        assert_eq!(s.url, "http://127.0.0.1:9/v1/");
-        assert_eq!(s.chat_url(), "http://127.0.0.1:9/v1/chat/completions");
-        assert_eq!(s.model, "judge-x");
-        assert_eq!(s.cache, CacheMode::Refresh);
-        s.apply_vars(|_| Some("  ".into()));
-        assert_eq!(s.model, "judge-x");
-    }
-
-    #[test]
-    fn resolve_from_table_env_or_nothing() {
-        let none = |_: &str| None;
-        assert_eq!(JudgeSettings::resolve_with(None, none).unwrap(), None);
-        let url = |k: &str| (k == "VLMTEST_JUDGE_URL").then(|| "http://127.0.0.1:1/v1".to_string());
-        let s = JudgeSettings::resolve_with(None, url).unwrap().unwrap();
-        assert_eq!(s.url, "http://127.0.0.1:1/v1");
-        let t: toml::Table = toml::from_str("model = \"m\"\nconcurrency = 0\n").unwrap();
-        let err = JudgeSettings::resolve_with(Some(&t), none).unwrap_err();
-        assert!(
-            err.contains("[judge]") && err.contains("concurrency"),
-            "{err}"
-        );
-        let t: toml::Table = toml::from_str("modle = \"m\"\n").unwrap();
-        assert!(JudgeSettings::resolve_with(Some(&t), none)
-            .unwrap_err()
-            .contains("modle"));
-    }
-
-    #[test]
     fn validate_names_the_field() {
         let s = JudgeSettings {
             concurrency: 0,
             ..Default::default()
         };
-        assert!(s.validate().unwrap_err().contains("concurrency"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("concurrency"));
         let s = JudgeSettings {
             url: "localhost:8080".into(),
             ..Default::default()
         };
-        assert!(s.validate().unwrap_err().contains("judge.url"));
+        assert!(s.validate().unwrap_err().to_string().contains("judge.url"));
     }
 }

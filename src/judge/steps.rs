@@ -57,7 +57,7 @@ pub fn parse(reply: &str) -> Result<Vec<String>, String> {
 
 /// Asks the judge for `rubric`'s evaluation steps (one request, retried like any judge call).
 pub fn generate(settings: &JudgeSettings, rubric: &Rubric) -> Result<Vec<String>, String> {
-    settings.validate()?;
+    settings.validate().map_err(|e| e.to_string())?;
     let client = Client::new(settings, Arc::new(Counters::default())).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,18 +174,13 @@ pub fn run(root: &Path, args: &StepsArgs) -> Result<Vec<String>, JudgeError> {
             ),
         });
     }
-    let mut config =
-        crate::config::Config::load(root).map_err(|e| JudgeError::Settings(e.to_string()))?;
-    config
-        .apply_env()
+    let config = crate::config::Config::from_process(root, &crate::config::Overrides::default())
         .map_err(|e| JudgeError::Settings(e.to_string()))?;
-    let settings = JudgeSettings::resolve(config.judge.as_ref())
-        .map_err(JudgeError::Settings)?
-        .ok_or_else(|| {
-            JudgeError::Settings(
-                "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
-            )
-        })?;
+    let settings = config.judge.ok_or_else(|| {
+        JudgeError::Settings(
+            "no judge configured: set [judge] in vlmtest.toml or VLMTEST_JUDGE_URL".into(),
+        )
+    })?;
     let steps = generate(&settings, &rubric).map_err(JudgeError::Client)?;
     freeze(path, &steps, &settings.model, args.force)?;
     Ok(steps)

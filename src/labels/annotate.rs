@@ -590,7 +590,9 @@ pub fn annotate(o: &AnnotateOptions) -> Result<Summary, LabelsError> {
         backoff_s: o.backoff.as_secs_f64(),
         ..JudgeSettings::default()
     };
-    settings.validate().map_err(LabelsError::Spec)?;
+    settings
+        .validate()
+        .map_err(|e| LabelsError::Spec(e.to_string()))?;
     let counters = Arc::new(Counters::default());
     let client =
         Client::new(&settings, counters.clone()).map_err(|e| LabelsError::Spec(e.to_string()))?;

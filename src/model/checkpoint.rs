@@ -244,13 +244,7 @@ pub fn resolve(spec: &str) -> Result<PathBuf, ModelError> {
 }
 
 fn hub_cache() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HF_HUB_CACHE") {
-        return Some(PathBuf::from(h));
-    }
-    if let Some(h) = std::env::var_os("HF_HOME") {
-        return Some(PathBuf::from(h).join("hub"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+    crate::config::env::hf_hub_cache()
 }
 
 /// The snapshot folder of `repo` in the HF cache, if one with a config.json is there.

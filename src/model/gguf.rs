@@ -25,9 +25,9 @@ use crate::lockfile::FileLock;
 pub const IMPL_VERSION: &str = "gguf-q8_0-greedy-v2";
 
 /// The variable candle 0.11 reads, once, to choose its x86 kernels for repacked Q8_0 / Q4_K weights.
-const FORCE_AVX2: &str = "MISTRALRS_FORCE_AVX2";
+const FORCE_AVX2: &str = crate::config::env::MISTRALRS_FORCE_AVX2.name;
 /// Set to keep candle's fastest kernels for this CPU instead (answers may then differ by machine).
-pub const NATIVE_KERNELS: &str = "VLMTEST_NATIVE_KERNELS";
+pub const NATIVE_KERNELS: &str = crate::config::env::NATIVE_KERNELS.name;
 
 /// Pins candle's quantized CPU kernels to their AVX2 tier, unless `VLMTEST_NATIVE_KERNELS` or
 /// `MISTRALRS_FORCE_AVX2` is already set. candle picks an AVX-512-VNNI, AVX-VNNI or AVX2 kernel
@@ -37,7 +37,8 @@ pub const NATIVE_KERNELS: &str = "VLMTEST_NATIVE_KERNELS";
 /// Must run before other threads start (it sets an environment variable); the CLI and the test
 /// harness call it first thing.
 pub fn pin_portable_kernels() {
-    if std::env::var_os(NATIVE_KERNELS).is_none() && std::env::var_os(FORCE_AVX2).is_none() {
+    use crate::config::env;
+    if !env::native_kernels() && !env::is_set(&env::MISTRALRS_FORCE_AVX2) {
         std::env::set_var(FORCE_AVX2, "1");
     }
 }

@@ -108,8 +108,8 @@ impl Report {
 
 /// `<project>/target/vlmtest`, or `$CARGO_TARGET_DIR/vlmtest`.
 pub fn output_dir(project: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => PathBuf::from(t).join("vlmtest"),
+    match crate::config::env::cargo_target_dir() {
+        Some(t) => t.join("vlmtest"),
         None => project.join("target").join("vlmtest"),
     }
 }

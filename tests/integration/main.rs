@@ -1,6 +1,7 @@
 //! Integration tests, one module per area.
 
 mod compare;
+mod config_stage;
 mod export_bundle;
 mod gguf_adapter;
 mod gguf_model;

@@ -9,6 +9,7 @@ use vlmtest::lora::LoraAdapter;
 use vlmtest::model::fetch::ensure_default_model;
 use vlmtest::train::cli::{load_rows, run, Cli};
 use vlmtest::train::config::{Schedule, TrainArgs, TrainConfig};
+use vlmtest::train::eval::Validation;
 use vlmtest::train::model::{AdaptedGguf, SmolLm};
 use vlmtest::train::run::train;
 
@@ -70,7 +71,14 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
     let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
     let cfg = config(dir.path(), &rows_path, "run", 20);
     let mut model = SmolLm::load(&base()).unwrap();
-    let report = train(&cfg, &mut model, &rows, &rows, false).unwrap();
+    let report = train(
+        &cfg,
+        &mut model,
+        &rows,
+        Validation::of_rows(rows.clone()),
+        false,
+    )
+    .unwrap();
 
     let losses: Vec<f32> = report.state.losses.iter().map(|l| l.1).collect();
     let first = losses[..2].iter().sum::<f32>() / 2.0;
@@ -78,17 +86,17 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
     assert!(last < first * 0.3, "loss did not fall enough: {losses:?}");
     let (before, after) = (report.before.unwrap(), report.after.unwrap());
     assert!(
-        after.exact_match > before.exact_match,
+        after.metric("score.exact").unwrap() > before.metric("score.exact").unwrap(),
         "before {before:?}\nafter {after:?}"
     );
-    assert!(after.exact_match >= 0.75, "{after:?}");
-    assert!(after.val_loss.unwrap() < before.val_loss.unwrap());
+    assert!(after.metric("score.exact").unwrap() >= 0.75, "{after:?}");
+    assert!(after.metric("val_loss").unwrap() < before.metric("val_loss").unwrap());
 
     // The PEFT folder reloads onto the GGUF and answers exactly as the trainer's own evaluation.
     let adapter = LoraAdapter::load(&report.adapter_dir, &Device::Cpu).unwrap();
     assert_eq!(adapter.modules.len(), 30 * 7);
     let reloaded = AdaptedGguf::load(&base(), Some(&report.adapter_dir)).unwrap();
-    for (case, row) in rows.iter().zip(&after.rows) {
+    for (case, row) in rows.iter().zip(&after.rows()) {
         assert_eq!(
             reloaded.answer(&case.messages, 8).unwrap().text,
             row.answer,
@@ -121,16 +129,30 @@ fn an_interrupted_run_resumes_to_the_same_adapter() {
         &straight,
         &mut SmolLm::load(&base()).unwrap(),
         &rows,
-        &[],
+        Validation::none(),
         false,
     )
     .unwrap();
 
     let mut cut = quiet(config(dir.path(), &rows_path, "cut", 1));
-    let first = train(&cut, &mut SmolLm::load(&base()).unwrap(), &rows, &[], false).unwrap();
+    let first = train(
+        &cut,
+        &mut SmolLm::load(&base()).unwrap(),
+        &rows,
+        Validation::none(),
+        false,
+    )
+    .unwrap();
     assert_eq!(first.state.step, 1);
     cut.max_steps = 3;
-    let resumed = train(&cut, &mut SmolLm::load(&base()).unwrap(), &rows, &[], false).unwrap();
+    let resumed = train(
+        &cut,
+        &mut SmolLm::load(&base()).unwrap(),
+        &rows,
+        Validation::none(),
+        false,
+    )
+    .unwrap();
     assert_eq!(resumed.resumed_from_step, Some(1));
     assert_eq!(resumed.state.step, 3);
 

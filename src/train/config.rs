@@ -145,7 +145,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub eval_every: Option<usize>,
     /// The best-checkpoint and early-stopping metric: any metric of the validation report, by
-    /// its gate name (`pass_rate`, `score.exact`, `spam.macro_f1`, `deals.f1`, `price.smape`),
+    /// its gate name (`pass_rate`, `score.token_f1`, `spam.macro_f1`, `deals.f1`, `price.smape`),
     /// or `val_loss`. Its direction is the report's own (SMAPE and losses lower is better).
     #[arg(long)]
     pub metric: Option<String>,
@@ -508,6 +508,12 @@ mod tests {
             (vec!["x", "--train", "a", "--batch-size", "0"], "batch_size"),
             (vec!["x", "--train", "a", "--dropout", "1"], "lora_dropout"),
             (vec!["x", "--train", "a", "--preset", "fast"], "preset"),
+            (vec!["x", "--train", "a", "--metric", "f1"], "spam.macro_f1"),
+            (vec!["x", "--train", "a", "--min-delta=-1"], "min_delta"),
+            (
+                vec!["x", "--train", "a", "--val", "v", "--suite", "s"],
+                "not both",
+            ),
             (vec!["x"], "train"),
         ] {
             let f = Cli::parse_from(flags).args;

@@ -4,7 +4,7 @@
 //! `Report` `vlmtest run` writes. The trainer adds only the teacher-forced validation loss.
 //!
 //! The early-stopping and best-checkpoint metric (`Objective`) is any metric of that report, by
-//! the names gates and `vlmtest compare` use (`pass_rate`, `score.exact`, `spam.macro_f1`,
+//! the names gates and `vlmtest compare` use (`pass_rate`, `score.token_f1`, `spam.macro_f1`,
 //! `deals.f1`, `price.smape`), or `val_loss`; its better direction is the report's own.
 
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ impl Objective {
         if !known_form {
             return Err(format!(
                 "{name:?} is not a report metric; name one as gates do: \"pass_rate\", \
-                 \"score.<scorer>\" (e.g. \"score.exact\"), \"category.<name>\", \
+                 \"score.<scorer>\" (e.g. \"score.token_f1\"), \"category.<name>\", \
                  \"<task>.<metric>\" (e.g. \"spam.macro_f1\", \"deals.f1\", \"price.smape\"), \
                  or \"val_loss\""
             ));

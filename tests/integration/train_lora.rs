@@ -86,10 +86,14 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
     assert!(last < first * 0.3, "loss did not fall enough: {losses:?}");
     let (before, after) = (report.before.unwrap(), report.after.unwrap());
     assert!(
-        after.metric("score.exact").unwrap() > before.metric("score.exact").unwrap(),
+        after.metric("score.exact_normalised").unwrap()
+            > before.metric("score.exact_normalised").unwrap(),
         "before {before:?}\nafter {after:?}"
     );
-    assert!(after.metric("score.exact").unwrap() >= 0.75, "{after:?}");
+    assert!(
+        after.metric("score.exact_normalised").unwrap() >= 0.75,
+        "{after:?}"
+    );
     assert!(after.metric("val_loss").unwrap() < before.metric("val_loss").unwrap());
 
     // The PEFT folder reloads onto the GGUF and answers exactly as the trainer's own evaluation.
@@ -246,4 +250,80 @@ fn bad_rows_and_settings_are_clear_errors() {
         err.contains("train.toml") && err.contains("learning_rat"),
         "{err}"
     );
+}
+
+/// The trainer evaluates through `vlmtest run`'s pipeline: on a project suite with its own
+/// scorers and gate, every `eval_every` steps, and its after-summary carries exactly the numbers a
+/// `vlmtest run --adapter` of the saved adapter reports, metric by metric and answer by answer.
+#[test]
+fn the_trainers_after_summary_equals_a_vlmtest_run_of_the_saved_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("cases")).unwrap();
+    let rows_path = write_rows(&project.join("cases"), "facts.jsonl", &FACTS);
+    std::fs::write(
+        project.join("vlmtest.toml"),
+        "[model]\nmax_new_tokens = 8\n\n[suites.facts]\nrow_scorers = [\"exact\", \"token_f1\"]\n\n\
+         [suites.facts.gates]\npass_rate = 0.5\n",
+    )
+    .unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let mut cfg = config(dir.path(), &rows_path, "run", 6);
+    cfg.val.clear();
+    cfg.suite = Some("facts".into());
+    cfg.project = project.clone();
+    cfg.eval_every = 3;
+    cfg.metric = "score.token_f1".into();
+    cfg.patience = 0;
+    cfg.validate().unwrap();
+    let val = Validation::of_suite(&project, "facts").unwrap();
+    let report = train(&cfg, &mut SmolLm::load(&base()).unwrap(), &rows, val, false).unwrap();
+    let labels: Vec<&str> = report.evals.iter().map(|e| e.label.as_str()).collect();
+    assert_eq!(labels, ["step-3", "step-6"]);
+    let after = report.after.unwrap();
+    assert!(after.report.gates.iter().any(|g| g.name == "pass_rate"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlmtest"))
+        .arg("--root")
+        .arg(&project)
+        .args(["run", "--suite", "facts", "--model"])
+        .arg(base())
+        .arg("--adapter")
+        .arg(&report.adapter_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env("VLMTEST_ANSWER_CACHE", dir.path().join("answers"))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run =
+        vlmtest::report::read_json(&project.join("target/vlmtest/report-facts.json")).unwrap();
+    let mut trained = after.metrics.clone();
+    assert!(trained.remove("val_loss").is_some());
+    assert_eq!(vlmtest::report::gate::metrics(&run), trained);
+    assert_eq!(run.gates, after.report.gates);
+    for v in &run.verdicts {
+        let answer = v.answer.as_ref().map(|a| a.text.as_str());
+        assert_eq!(answer, after.answer(&v.name), "{}", v.name);
+    }
+
+    // Each evaluation is a stored run: `vlmtest compare` reads the before and after folders.
+    let evals = cfg.output_dir.join("evals");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlmtest"))
+        .arg("compare")
+        .arg(evals.join("before"))
+        .arg(evals.join("after"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cmp["suites"][0]["suite"], "facts", "{cmp}");
 }

@@ -156,16 +156,18 @@ impl Evaluations<'_> {
         Ok(())
     }
 
-    /// Judges an evaluation made during training: a new best saves `best/`, else the patience
-    /// count grows; returns whether training should stop.
-    fn judge(
+    /// Evaluates during training and judges the result: a new best saves `best/` (through
+    /// `save_best`), else the patience count grows; returns whether training should stop.
+    fn during_training(
         &mut self,
-        s: EvalSummary,
+        model: &dyn TrainableModel,
+        label: &str,
         cfg: &TrainConfig,
         state: &mut TrainerState,
-        best: impl FnOnce() -> Result<(), TrainError>,
+        save_best: &dyn Fn() -> Result<(), TrainError>,
         pb: &ProgressBar,
     ) -> Result<bool, TrainError> {
+        let s = self.run(model, label, state.step)?;
         let value = self.objective.value(&s)?;
         pb.println(format!(
             "{} (step {}): {} = {value:.4}",
@@ -179,7 +181,7 @@ impl Evaluations<'_> {
             state.best_metric = Some(value);
             state.best_step = Some(state.step);
             state.bad_evals = 0;
-            best()?;
+            save_best()?;
         } else {
             state.bad_evals += 1;
             if cfg.patience > 0 && state.bad_evals >= cfg.patience {
@@ -308,6 +310,9 @@ pub fn train(
     } else {
         ProgressBar::hidden()
     };
+    let save_best = || -> Result<(), TrainError> {
+        Ok(adapter_from_vars(&adapter_cfg, &vars)?.save(&run_dir.join("best"))?)
+    };
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.train_seconds);
     // Evaluations inside the loop are not training time; the "before" one ran before `started`.
     let mut eval_in_loop = 0.0;
@@ -392,14 +397,9 @@ pub fn train(
             }
             if has_val && cfg.eval_every > 0 && state.step % cfg.eval_every == 0 {
                 let t = Instant::now();
-                let s = evals.run(&*model, &format!("step-{}", state.step), state.step)?;
-                let stop = evals.judge(
-                    s,
-                    cfg,
-                    &mut state,
-                    || Ok(adapter_from_vars(&adapter_cfg, &vars)?.save(&run_dir.join("best"))?),
-                    &pb,
-                )?;
+                let label = format!("step-{}", state.step);
+                let stop =
+                    evals.during_training(&*model, &label, cfg, &mut state, &save_best, &pb)?;
                 eval_in_loop += t.elapsed().as_secs_f64();
                 if stop {
                     save_last(
@@ -418,14 +418,9 @@ pub fn train(
         let evaluated_here = evals.during.last().is_some_and(|e| e.step == state.step);
         if cfg.eval_each_epoch && has_val && !evaluated_here {
             let t = Instant::now();
-            let s = evals.run(&*model, &format!("epoch-{epoch}"), state.step)?;
-            evals.judge(
-                s,
-                cfg,
-                &mut state,
-                || Ok(adapter_from_vars(&adapter_cfg, &vars)?.save(&run_dir.join("best"))?),
-                &pb,
-            )?;
+            let label = format!("epoch-{epoch}");
+            // A stop here ends the epoch loop through `state.stopped_early`.
+            evals.during_training(&*model, &label, cfg, &mut state, &save_best, &pb)?;
             eval_in_loop += t.elapsed().as_secs_f64();
         }
         save_last(

@@ -347,3 +347,84 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     m + logits.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch whose row `r` favours `scripts[r][step]` at each step (id 7 past its end), and
+    /// which records the tokens each step was fed.
+    struct Scripts {
+        scripts: Vec<Vec<u32>>,
+        fed: Vec<Vec<u32>>,
+        eos: Vec<u32>,
+    }
+
+    impl Scripts {
+        fn logits(&self) -> Vec<Vec<f32>> {
+            let step = self.fed.len();
+            self.scripts
+                .iter()
+                .map(|s| {
+                    let mut l = vec![0.0f32; 8];
+                    l[s.get(step).copied().unwrap_or(7) as usize] = 1.0;
+                    l
+                })
+                .collect()
+        }
+    }
+
+    impl StepLogits for Scripts {
+        fn rows(&self) -> usize {
+            self.scripts.len()
+        }
+        fn prefill(&mut self) -> Result<Vec<Vec<f32>>, ModelError> {
+            self.fed.clear();
+            Ok(self.logits())
+        }
+        fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, ModelError> {
+            self.fed.push(tokens.to_vec());
+            Ok(self.logits())
+        }
+        fn eos_tokens(&self) -> &[u32] {
+            &self.eos
+        }
+        fn vocab_bytes(&self) -> &[Option<Vec<u8>>] {
+            &[]
+        }
+    }
+
+    #[test]
+    fn each_row_stops_on_its_own_and_finished_rows_are_fed_their_greedy_choice() {
+        let mut m = Scripts {
+            scripts: vec![vec![1, 2, 6], vec![3, 3, 3, 3, 3]],
+            fed: Vec::new(),
+            eos: vec![6],
+        };
+        let out = decode(&mut m, &DecodeOptions::greedy(4)).unwrap();
+        assert_eq!(out[0].ids, [1, 2]);
+        assert_eq!(out[0].finish, Finish::Stop);
+        assert_eq!(out[1].ids, [3, 3, 3, 3]);
+        assert_eq!(out[1].finish, Finish::Length);
+        assert_eq!(m.fed, [vec![1, 3], vec![2, 3], vec![6, 3]]);
+    }
+
+    #[test]
+    fn no_token_budget_decodes_nothing_and_runs_no_prefill() {
+        let mut m = Scripts {
+            scripts: vec![vec![1]],
+            fed: vec![vec![0]],
+            eos: vec![6],
+        };
+        let out = decode(&mut m, &DecodeOptions::greedy(0)).unwrap();
+        assert!(out[0].ids.is_empty());
+        assert_eq!(out[0].finish, Finish::Length);
+        assert_eq!(m.fed, [vec![0]], "prefill would have cleared it");
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_logits() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, -2.0]), 1);
+        assert_eq!(argmax(&[0.5]), 0);
+    }
+}

@@ -24,12 +24,16 @@ pub struct Prepared {
 /// Why a conversation could not be prepared, by step.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProcessorError {
+    /// The chat template failed to render the conversation.
     #[error("{0}")]
     Template(String),
+    /// An image could not be read or preprocessed.
     #[error("{0}")]
     Image(String),
+    /// The tokenizer failed on the rendered prompt.
     #[error("{0}")]
     Tokenizer(String),
+    /// The prompt's image placeholders do not match its images.
     #[error("{0}")]
     Placeholders(String),
 }

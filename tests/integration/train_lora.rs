@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use clap::Parser;
 use vlmtest::lora::LoraAdapter;
+use vlmtest::model::adapted_gguf::AdaptedGguf;
 use vlmtest::model::fetch::ensure_default_model;
 use vlmtest::train::cli::{load_rows, run, Cli};
 use vlmtest::train::config::{Schedule, TrainArgs, TrainConfig};
 use vlmtest::train::eval::Validation;
-use vlmtest::train::model::{AdaptedGguf, SmolLm};
+use vlmtest::train::model::SmolLm;
 use vlmtest::train::run::train;
 
 const FACTS: [(&str, &str); 4] = [

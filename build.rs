@@ -1,4 +1,4 @@
-//! Compiles the fused training kernels (`src/train/fused/kernels.cu`) to PTX when the `cuda`
+//! Compiles the fused ops' CUDA kernels (`src/ops/kernels.cu`) to PTX when the `cuda`
 //! feature is on. nvcc comes from `NVCC`, else `$CUDA_HOME/bin/nvcc`, else the PATH; the virtual
 //! architecture from `CUDA_COMPUTE_CAP` (as for candle's kernels; default 75, which every GPU
 //! candle supports can JIT-compile).
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &str = "src/train/fused/kernels.cu";
+const KERNELS: &str = "src/ops/kernels.cu";
 
 fn main() {
     println!("cargo::rerun-if-changed={KERNELS}");

@@ -18,6 +18,7 @@ pub mod lockfile;
 pub mod lora;
 pub mod metric;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod report;
 pub mod run_store;

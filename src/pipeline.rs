@@ -10,7 +10,7 @@ use crate::cache::AnswerCache;
 use crate::case::{Case, Expectation};
 use crate::lockfile::FileLock;
 use crate::model::spec::ModelSpec;
-use crate::model::{Answer, GenerationOptions, Request};
+use crate::model::{Answer, GenerationOptions, Model, Request};
 use crate::score::{score_deterministic, Score};
 use crate::verdict::Verdict;
 
@@ -91,15 +91,6 @@ fn generate_missing(
     answers: &mut [Option<Result<Answer, String>>],
     stats: &mut GenerationStats,
 ) {
-    let bar = if g.progress {
-        ProgressBar::new(missing.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} generating {pos}/{len} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let mut model = match g.spec.load() {
         Ok(m) => m,
         Err(e) => {
@@ -108,47 +99,93 @@ fn generate_missing(
                 answers[i] = Some(Err(msg.clone()));
             }
             stats.failed += missing.len();
-            bar.finish_and_clear();
             return;
         }
     };
-    for chunk in missing.chunks(g.batch_size.max(1)) {
-        let requests: Vec<Request<'_>> = chunk
-            .iter()
-            .map(|&i| Request {
-                name: cases[i].id.test_name(),
-                messages: &cases[i].messages,
-            })
-            .collect();
-        let start = Instant::now();
-        let results = model.generate(&requests, &g.options);
-        stats.model_time += start.elapsed();
-        for (&i, result) in chunk.iter().zip(results) {
-            answers[i] = Some(match result {
-                Ok(a) => {
-                    stats.generated += 1;
-                    stats.prompt_tokens += a.prompt_tokens;
-                    stats.generated_tokens += a.generated_tokens;
-                    if let Err(e) = g.cache.put(cases[i], &a) {
-                        eprintln!(
-                            "vlmtest: warning: could not cache the answer of {}: {e}",
-                            cases[i].id
-                        );
+    let todo: Vec<&Case> = missing.iter().map(|&i| cases[i]).collect();
+    let run = Batches {
+        batch_size: g.batch_size,
+        options: &g.options,
+        progress: g.progress,
+    };
+    run.generate(model.as_mut(), &todo, stats, |k, result| {
+        let i = missing[k];
+        if let Ok(a) = &result {
+            if let Err(e) = g.cache.put(cases[i], a) {
+                eprintln!(
+                    "vlmtest: warning: could not cache the answer of {}: {e}",
+                    cases[i].id
+                );
+            }
+        }
+        answers[i] = Some(result);
+    });
+}
+
+/// Batched generation with a loaded model: the one loop behind `vlmtest run`, the harness and the
+/// trainer's evaluations.
+pub struct Batches<'a> {
+    pub batch_size: usize,
+    pub options: &'a GenerationOptions,
+    /// Draw a progress bar (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Batches<'_> {
+    /// Answers `cases` in batches of `batch_size`, handing each result to `sink` (with the case's
+    /// index) the moment its batch returns, and counting it in `stats`.
+    pub fn generate(
+        &self,
+        model: &mut dyn Model,
+        cases: &[&Case],
+        stats: &mut GenerationStats,
+        mut sink: impl FnMut(usize, Result<Answer, String>),
+    ) {
+        let bar = if self.progress {
+            ProgressBar::new(cases.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} generating {pos}/{len} [{elapsed_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let size = self.batch_size.max(1);
+        for (b, chunk) in cases.chunks(size).enumerate() {
+            let requests: Vec<Request<'_>> = chunk
+                .iter()
+                .map(|c| Request {
+                    name: c.id.test_name(),
+                    messages: &c.messages,
+                })
+                .collect();
+            let start = Instant::now();
+            let results = model.generate(&requests, self.options);
+            stats.model_time += start.elapsed();
+            for (k, result) in results.into_iter().enumerate() {
+                let result = match result {
+                    Ok(a) => {
+                        stats.generated += 1;
+                        stats.prompt_tokens += a.prompt_tokens;
+                        stats.generated_tokens += a.generated_tokens;
+                        Ok(a)
                     }
-                    Ok(a)
-                }
-                Err(e) => {
-                    stats.failed += 1;
-                    Err(e.to_string())
-                }
-            });
-            bar.inc(1);
+                    Err(e) => {
+                        stats.failed += 1;
+                        Err(e.to_string())
+                    }
+                };
+                sink(b * size + k, result);
+                bar.inc(1);
+            }
+            if let Some(tps) = stats.tokens_per_second() {
+                bar.set_message(format!("{tps:.1} tok/s"));
+            }
         }
-        if let Some(tps) = stats.tokens_per_second() {
-            bar.set_message(format!("{tps:.1} tok/s"));
-        }
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
 }
 
 /// One judge request: the case, its answer, the rubric and the case's threshold.

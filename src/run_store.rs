@@ -149,9 +149,9 @@ pub fn git_commit(root: &Path) -> Option<String> {
 /// A run's HTML page, rendered for its run id.
 pub type PageFn<'a> = &'a dyn Fn(&str) -> String;
 
-/// Saves a finished run: its reports (with verdicts), the answers as a replay file, `run.json`
-/// and, when `page` is given, `report.html`. Returns the run's metadata (its id names the
-/// folder).
+/// Stores a finished run under `<out_dir>/runs/<id>/`: the reports, `answers.jsonl` (a replay
+/// file of every answer), `run.json` and, given `page`, `report.html` (`page` gets the run id).
+/// The folder is written under a hidden name and renamed, so a listed run is always complete.
 pub fn save(
     out_dir: &Path,
     project: &Path,
@@ -162,28 +162,100 @@ pub fn save(
 ) -> Result<RunMeta, StoreError> {
     let runs = runs_dir(out_dir);
     std::fs::create_dir_all(&runs).map_err(io(&runs))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (created, compact) = utc_stamp(now);
+    let now = now_unix();
+    let (_, compact) = utc_stamp(now);
     let base = format!("{compact}-{}", slug(model));
     let tmp = runs.join(format!(".partial-{base}-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut meta = write_folder(&tmp, &base, now, project, model, adapter, reports)?;
+    // Two runs in the same second with the same model get `-2`, `-3`, … The rename is atomic;
+    // if another process took the name first, try the next.
+    for n in 1.. {
+        let id = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if id != meta.id {
+            meta.id = id.clone();
+            write_meta(&tmp, &meta)?;
+        }
+        if let Some(page) = page {
+            let html = tmp.join("report.html");
+            std::fs::write(&html, page(&id)).map_err(io(&html))?;
+        }
+        let dest = runs.join(&id);
+        if dest.exists() {
+            continue;
+        }
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => return Ok(meta),
+            Err(_) if dest.exists() => continue,
+            Err(e) => return Err(io(&dest)(e)),
+        }
+    }
+    unreachable!("the id loop only ends by returning")
+}
+
+/// Stores a run in the folder `dest` itself (replacing an earlier one there), as `save` writes
+/// it, so `vlmtest compare` reads it like any stored run: the trainer's `evals/before`,
+/// `evals/step-N` and `evals/after`. Its id is the folder's name.
+pub fn save_at(
+    dest: &Path,
+    project: &Path,
+    model: &str,
+    adapter: Option<&Path>,
+    reports: &[Report],
+) -> Result<RunMeta, StoreError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let id = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let tmp = parent.join(format!(".partial-{id}-{}", std::process::id()));
+    let meta = write_folder(&tmp, &id, now_unix(), project, model, adapter, reports)?;
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).map_err(io(dest))?;
+    }
+    std::fs::rename(&tmp, dest).map_err(io(dest))?;
+    Ok(meta)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes a run's files into `dir` (created fresh): the reports, `answers.jsonl`, `run.json`.
+fn write_folder(
+    dir: &Path,
+    id: &str,
+    now: u64,
+    project: &Path,
+    model: &str,
+    adapter: Option<&Path>,
+    reports: &[Report],
+) -> Result<RunMeta, StoreError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut answers = Vec::new();
     for r in reports {
-        report::write_json(&tmp, r).map_err(io(&tmp))?;
+        report::write_json(dir, r).map_err(io(dir))?;
         answers.extend(
             r.verdicts
                 .iter()
                 .filter_map(|v| v.answer.as_ref().map(|a| (v.name.clone(), a.text.clone()))),
         );
     }
-    let replay = tmp.join("answers.jsonl");
+    let replay = dir.join("answers.jsonl");
     crate::model::replay::ReplayModel::write(&replay, &answers).map_err(io(&replay))?;
-    let mut meta = RunMeta {
-        id: base.clone(),
-        created,
+    let meta = RunMeta {
+        id: id.to_owned(),
+        created: utc_stamp(now).0,
         created_unix: now,
         model: model.to_owned(),
         adapter: adapter.map(|a| a.display().to_string()),
@@ -203,36 +275,17 @@ pub fn save(
             })
             .collect(),
     };
-    // Two runs in the same second with the same model get `-2`, `-3`, … The rename is atomic;
-    // if another process took the name first, try the next.
-    for n in 1.. {
-        let id = if n == 1 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
-        meta.id = id.clone();
-        let meta_path = tmp.join("run.json");
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| StoreError::Parse {
-            path: meta_path.clone(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(&meta_path, text).map_err(io(&meta_path))?;
-        if let Some(page) = page {
-            let html = tmp.join("report.html");
-            std::fs::write(&html, page(&id)).map_err(io(&html))?;
-        }
-        let dest = runs.join(&id);
-        if dest.exists() {
-            continue;
-        }
-        match std::fs::rename(&tmp, &dest) {
-            Ok(()) => return Ok(meta),
-            Err(_) if dest.exists() => continue,
-            Err(e) => return Err(io(&dest)(e)),
-        }
-    }
-    unreachable!("the id loop only ends by returning")
+    write_meta(dir, &meta)?;
+    Ok(meta)
+}
+
+fn write_meta(dir: &Path, meta: &RunMeta) -> Result<(), StoreError> {
+    let meta_path = dir.join("run.json");
+    let text = serde_json::to_string_pretty(meta).map_err(|e| StoreError::Parse {
+        path: meta_path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&meta_path, text).map_err(io(&meta_path))
 }
 
 fn read_meta(dir: &Path) -> Result<RunMeta, StoreError> {

@@ -9,7 +9,7 @@ use crate::case::{Case, Expectation};
 use crate::compare::{self, BaselineConfig};
 use crate::config::{Config, ConfigError};
 use crate::model::spec::ModelSpec;
-use crate::model::{Answer, GenerationOptions};
+use crate::model::{Answer, GenerationOptions, Model};
 use crate::pipeline::{self, Generation, GenerationStats};
 use crate::report::{self, Report};
 use crate::run_store;
@@ -72,24 +72,74 @@ impl Session {
         };
         for (spec, group) in by_spec {
             let (answers, stats, label) = self.answer(spec, &group, progress);
-            for c in &group {
-                eval.model_labels.insert(c.id.suite.clone(), label.clone());
-            }
             eval.stats.absorb(&stats);
-            let judge_stats = std::cell::RefCell::new(BTreeMap::new());
-            let judge = |requests: &[pipeline::JudgeRequest<'_>]| {
-                let (scores, stats) = self.judge(requests);
-                *judge_stats.borrow_mut() = stats;
-                scores
-            };
-            let verdicts = pipeline::score_all(&group, &answers, &task::score, Some(&judge));
-            for (suite, stats) in judge_stats.into_inner() {
-                eval.judge.entry(suite).or_default().add(&stats);
-            }
-            eval.verdicts
-                .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));
+            self.score_into(&mut eval, &group, &answers, &label);
         }
         eval
+    }
+
+    /// Answers and scores `cases` with an already loaded `model` (no answer cache: the trainer's
+    /// evaluations, whose weights change between calls), in batches of the configured size. The
+    /// verdicts are made exactly as `evaluate` makes them.
+    pub fn evaluate_with(
+        &self,
+        model: &mut dyn Model,
+        cases: &[&Case],
+        progress: bool,
+    ) -> Evaluation {
+        let mut eval = Evaluation {
+            model_labels: BTreeMap::new(),
+            verdicts: HashMap::new(),
+            stats: GenerationStats::default(),
+            judge: BTreeMap::new(),
+        };
+        let options = self.generation_options();
+        let batches = pipeline::Batches {
+            batch_size: self.config.model.batch_size,
+            options: &options,
+            progress,
+        };
+        let mut answers: Vec<Result<Answer, String>> =
+            vec![Err("no answer produced".into()); cases.len()];
+        let mut stats = GenerationStats::default();
+        batches.generate(model, cases, &mut stats, |i, a| answers[i] = a);
+        eval.stats = stats;
+        let label = model.label();
+        self.score_into(&mut eval, cases, &answers, &label);
+        eval
+    }
+
+    fn generation_options(&self) -> GenerationOptions {
+        GenerationOptions {
+            max_new_tokens: self.config.model.max_new_tokens,
+        }
+    }
+
+    /// Scores one model's answers to `group` (task scorers, then the judge over the whole group)
+    /// into `eval`.
+    fn score_into(
+        &self,
+        eval: &mut Evaluation,
+        group: &[&Case],
+        answers: &[Result<Answer, String>],
+        label: &str,
+    ) {
+        for c in group {
+            eval.model_labels
+                .insert(c.id.suite.clone(), label.to_owned());
+        }
+        let judge_stats = std::cell::RefCell::new(BTreeMap::new());
+        let judge = |requests: &[pipeline::JudgeRequest<'_>]| {
+            let (scores, stats) = self.judge(requests);
+            *judge_stats.borrow_mut() = stats;
+            scores
+        };
+        let verdicts = pipeline::score_all(group, answers, &task::score, Some(&judge));
+        for (suite, stats) in judge_stats.into_inner() {
+            eval.judge.entry(suite).or_default().add(&stats);
+        }
+        eval.verdicts
+            .extend(verdicts.into_iter().map(|v| (v.name.clone(), v)));
     }
 
     /// Runs the judge stage over every judge request of a pass, suite by suite so each suite's
@@ -189,9 +239,7 @@ impl Session {
         cases: &[&Case],
         progress: bool,
     ) -> (Vec<Result<Answer, String>>, GenerationStats, String) {
-        let options = GenerationOptions {
-            max_new_tokens: self.config.model.max_new_tokens,
-        };
+        let options = self.generation_options();
         let adapter = self
             .config
             .model

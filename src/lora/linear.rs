@@ -28,7 +28,7 @@ impl LoraRng {
         (0..n).map(|_| self.0.random_range(-bound..bound)).collect()
     }
 
-    /// A dropout mask of `shape` made on `device` (see `fused::dropout_mask`); the next seed of
+    /// A dropout mask of `shape` made on `device` (see `ops::dropout_mask`); the next seed of
     /// this generator picks it.
     pub fn dropout_mask_on(
         &mut self,
@@ -36,7 +36,7 @@ impl LoraRng {
         p: f32,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        crate::train::fused::dropout_mask(shape, p, self.next_seed(), device)
+        crate::ops::dropout_mask(shape, p, self.next_seed(), device)
     }
 
     /// The generator state, for a checkpoint (a fresh seed drawn from it).

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file::{self, Content};
@@ -16,7 +17,11 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use super::{chatml, fetch, gguf_tokenizer, Answer, GenerationOptions, Model, ModelError, Request};
+use super::decode::{self, DecodeOptions, Decoder};
+use super::{
+    byte_vocab, chatml, fetch, gguf_tokenizer, Answer, GenerationOptions, Model, ModelError,
+    Request,
+};
 use crate::case::{hex, Message};
 use crate::lockfile::FileLock;
 
@@ -51,6 +56,8 @@ pub struct GgufModel {
     fingerprint: String,
     label: String,
     device: Device,
+    /// Token bytes, built on first use (only `serve`'s constraint and logprobs read them).
+    vocab: OnceLock<Vec<Option<Vec<u8>>>>,
 }
 
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> ModelError {
@@ -187,6 +194,7 @@ impl GgufModel {
             fingerprint,
             label,
             device,
+            vocab: OnceLock::new(),
         })
     }
 
@@ -228,45 +236,41 @@ impl GgufModel {
         Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
     }
 
-    /// Greedy decoding of one conversation.
+    /// Greedy decoding of one conversation, through the one generation loop.
     pub fn generate_one(
         &mut self,
         messages: &[Message],
         max_new_tokens: usize,
     ) -> Result<Answer, ModelError> {
         let start = Instant::now();
-        let prompt = self.encode(&self.render_chat(messages))?;
-        let mut logits = self.forward_logits(&prompt, 0)?;
-        let mut out: Vec<u32> = Vec::new();
-        while out.len() < max_new_tokens {
-            let next = argmax(&logits);
-            if self.stop.contains(&next) {
-                break;
-            }
-            out.push(next);
-            if out.len() == max_new_tokens {
-                break;
-            }
-            logits = self.forward_logits(&[next], prompt.len() + out.len() - 1)?;
-        }
+        let (prompt_tokens, out) =
+            decode::generate(self, messages, &DecodeOptions::greedy(max_new_tokens))?;
         Ok(Answer {
-            text: self.decode(&out)?.trim().to_string(),
-            prompt_tokens: prompt.len(),
-            generated_tokens: out.len(),
+            text: self.decode(&out.ids)?.trim().to_string(),
+            prompt_tokens,
+            generated_tokens: out.ids.len(),
             elapsed: start.elapsed(),
         })
     }
 }
 
-/// Index of the largest logit; the first one on ties, so decoding is deterministic.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
+impl Decoder for GgufModel {
+    fn prompt(&mut self, messages: &[Message]) -> Result<Vec<u32>, ModelError> {
+        self.encode(&self.render_chat(messages))
     }
-    best as u32
+
+    fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
+        GgufModel::forward_logits(self, tokens, pos)
+    }
+
+    fn eos_tokens(&self) -> &[u32] {
+        &self.stop
+    }
+
+    fn vocab_bytes(&self) -> &[Option<Vec<u8>>] {
+        self.vocab
+            .get_or_init(|| byte_vocab::byte_level_vocab(&self.tokenizer))
+    }
 }
 
 /// `SmolLM2-135M-Instruct.Q4_1.gguf` → `smollm2-135m-instruct-q8_0`.

@@ -85,6 +85,19 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, ModelError> {
         .map_err(|e| ModelError::Tokenizer(e.to_string()))
 }
 
+/// Reads a GGUF file's header and builds its tokenizer and stop ids.
+pub fn load(path: &std::path::Path) -> Result<(Tokenizer, Vec<u32>), ModelError> {
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| corrupt(e.to_string()))?;
+    let content = Content::read(&mut f).map_err(|e| corrupt(e.to_string()))?;
+    let tok = from_gguf(&content)?;
+    let stop = stop_tokens(&content, &tok);
+    Ok((tok, stop))
+}
+
 /// Token ids that end generation: the GGUF's EOS id plus `<|im_end|>` / `<|endoftext|>` if present.
 pub fn stop_tokens(content: &Content, tokenizer: &Tokenizer) -> Vec<u32> {
     let mut ids = Vec::new();

@@ -1,15 +1,23 @@
 //! Stage 2 of the flow: turning a case's messages into an answer.
 //!
 //! `Model` is the one trait every backend implements: the local GGUF Llama-family model
-//! (`gguf`), recorded answers (`replay`), and — in later modules — Qwen3-VL checkpoints and
-//! OpenAI-compatible servers. `spec` turns a `--model` string into the right backend.
+//! (`gguf`), a GGUF with a merged LoRA adapter in f32 (`adapted_gguf` over `llama_f32`),
+//! Qwen3-VL checkpoints (`qwen3_vl`), OpenAI-compatible servers (`openai`) and recorded answers
+//! (`replay`). `spec` turns a `--model` string into the right backend. The local models decode
+//! through one loop, `decode` (greedy, optionally under a JSON constraint from `constrain`, with
+//! token bytes from `byte_vocab`).
 
+pub mod adapted_gguf;
+pub mod byte_vocab;
 pub mod chatml;
 pub mod checkpoint;
+pub mod constrain;
 pub mod cuda_device;
+pub mod decode;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod llama_f32;
 pub mod openai;
 pub mod qwen3_vl;
 pub mod replay;
@@ -49,6 +57,8 @@ pub enum ModelError {
     ImagesUnsupported(String),
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+    #[error(transparent)]
+    Lora(#[from] crate::lora::LoraError),
     #[error("{0}")]
     Other(String),
 }

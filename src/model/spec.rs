@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use super::adapted_gguf::AdaptedGguf;
 use super::checkpoint::CheckpointFiles;
 use super::gguf::{file_fingerprint, GgufModel};
 use super::qwen3_vl::Qwen3VlModel;
 use super::replay::ReplayModel;
 use super::{fetch, Model, ModelError};
-use crate::train::model::AdaptedGguf;
 
 /// A parsed model spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,13 +140,7 @@ impl ModelSpec {
         Ok(match self {
             Self::Gguf(p) => Box::new(GgufModel::load(p)?),
             Self::GgufAdapter { gguf, adapter } => {
-                Box::new(AdaptedGguf::load(gguf, Some(adapter)).map_err(|e| {
-                    ModelError::Other(format!(
-                        "{} with adapter {}: {e}",
-                        gguf.display(),
-                        adapter.display()
-                    ))
-                })?)
+                Box::new(AdaptedGguf::load_described(gguf, adapter)?)
             }
             Self::Replay(p) => Box::new(ReplayModel::load(p)?),
             Self::OpenAi(s) => Box::new(super::openai::OpenAiModel::from_spec(s)?),

@@ -23,6 +23,32 @@ pub fn metric(report: &Report, name: &str) -> Option<f64> {
     report.tasks.get(task)?.get("metrics")?.get(key)?.as_f64()
 }
 
+/// Every named aggregate metric of the report, by the names `metric` reads: the numbers a
+/// comparison, a gate or the trainer's early stopping can name.
+pub fn metrics(report: &Report) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    out.insert("pass_rate".to_owned(), report.overall.pass_rate);
+    for (name, s) in &report.scorers {
+        if let Some(m) = s.mean {
+            out.insert(format!("score.{name}"), m);
+        }
+    }
+    for (name, t) in &report.categories {
+        out.insert(format!("category.{name}"), t.pass_rate);
+    }
+    for (task, value) in &report.tasks {
+        if let Some(serde_json::Value::Object(m)) = value.get("metrics") {
+            for (key, v) in m {
+                if let Some(x) = v.as_f64() {
+                    out.insert(format!("{task}.{key}"), x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks every gate of a suite against its report.
 pub fn evaluate(gates: &BTreeMap<String, GateBound>, report: &Report) -> Vec<GateResult> {
     gates
         .iter()

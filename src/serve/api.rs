@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::constrain::Schema;
-use super::engine::{GenOptions, Generation};
+use super::engine::Generation;
 use crate::case::{ImageSource, Message, Part, Role};
+use crate::model::constrain::Schema;
+use crate::model::decode::DecodeOptions;
 
 /// A request the server cannot serve: HTTP 400 with this message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -23,7 +24,7 @@ pub struct BadRequest(pub String);
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
-    pub options: GenOptions,
+    pub options: DecodeOptions,
 }
 
 fn bad(msg: impl Into<String>) -> BadRequest {
@@ -111,7 +112,7 @@ pub fn parse_request(body: &Value, max_tokens_cap: usize) -> Result<ChatRequest,
     Ok(ChatRequest {
         model,
         messages,
-        options: GenOptions {
+        options: DecodeOptions {
             max_tokens,
             schema,
             top_logprobs,
@@ -188,7 +189,7 @@ pub fn error_body(message: &str, kind: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::engine::TokenLogprob;
+    use crate::model::decode::TokenLogprob;
 
     #[test]
     fn parses_text_parts_images_schema_and_logprobs() {

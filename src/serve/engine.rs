@@ -1,50 +1,9 @@
-//! The generation loop behind `vlmtest serve`: greedy decoding over any model that yields
-//! next-token logits, optionally masked by a JSON constraint, with per-token logprobs.
+//! `vlmtest serve`'s side of generation: the shared loop (`model::decode`) run for one chat
+//! request, its output put in the shape of an OpenAI reply (text, finish reason, logprobs).
 
-use std::sync::Arc;
-
-use super::constrain::{allowed_by_rank, pick, JsonConstraint, Schema};
 use crate::case::Message;
+use crate::model::decode::{self, DecodeOptions, Decoder, Finish, TokenLogprob};
 use crate::model::ModelError;
-
-/// What the engine needs from a model: a chat template, a tokenizer and next-token logits.
-pub trait LogitsModel: Send {
-    /// The prompt text for `messages`, ending with the assistant generation prompt.
-    fn render(&self, messages: &[Message]) -> Result<String, ModelError>;
-    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError>;
-    /// The prompt ids of `messages` (rendered and encoded). A model that takes images prepares
-    /// them here, for the prefill (`forward_logits` at position 0) that follows.
-    fn prompt(&mut self, messages: &[Message]) -> Result<Vec<u32>, ModelError> {
-        let text = self.render(messages)?;
-        self.encode(&text)
-    }
-    /// Logits of the last position after feeding `tokens` at position `pos` (0 clears the cache).
-    fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError>;
-    fn eos_tokens(&self) -> &[u32];
-    /// Each token id's bytes; `None` for special tokens.
-    fn vocab_bytes(&self) -> &[Option<Vec<u8>>];
-    /// Whether image parts can be used; a text-only model answers HTTP 400 to them.
-    fn accepts_images(&self) -> bool {
-        false
-    }
-}
-
-/// Decoding request.
-#[derive(Debug, Clone, Default)]
-pub struct GenOptions {
-    pub max_tokens: usize,
-    pub schema: Option<Arc<Schema>>,
-    /// `Some(k)`: record each token's logprob and the `k` best alternatives (`k` may be 0).
-    pub top_logprobs: Option<usize>,
-}
-
-/// One generated token with its log-probability (log-softmax over the full vocabulary).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenLogprob {
-    pub bytes: Vec<u8>,
-    pub logprob: f32,
-    pub top: Vec<(Vec<u8>, f32)>,
-}
 
 /// A finished generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,185 +19,30 @@ pub struct Generation {
 /// Greedy generation. Under a schema the output is a prefix of a matching JSON text, and a
 /// complete one when it ends with `stop`.
 pub fn generate(
-    model: &mut dyn LogitsModel,
+    model: &mut dyn Decoder,
     messages: &[Message],
-    opts: &GenOptions,
+    opts: &DecodeOptions,
 ) -> Result<Generation, ModelError> {
-    let prompt_ids = model.prompt(messages)?;
-    if prompt_ids.is_empty() {
-        return Err(ModelError::Other("empty prompt".into()));
-    }
-    let eos: Vec<u32> = model.eos_tokens().to_vec();
-    let mut constraint = opts.schema.clone().map(JsonConstraint::new);
-    let mut logits = model.forward_logits(&prompt_ids, 0)?;
-    let mut pos = prompt_ids.len();
-    let mut out: Vec<u8> = Vec::new();
-    let mut lps: Option<Vec<TokenLogprob>> = opts.top_logprobs.map(|_| Vec::new());
-    let mut finish = "length";
-    let mut generated = 0;
-    // Tokens kept back so a constrained answer can always close its JSON.
-    let reserve = (opts.max_tokens / 4).min(32);
-    // The reserve is a guess: when the JSON still is not closed at `max_tokens` (a long required
-    // key after the last open string, say), tightened decoding goes on for up to
-    // `CLOSE_OVERRUN` more tokens, so the reply is complete JSON rather than a truncated one.
-    let limit = if constraint.is_some() {
-        opts.max_tokens + CLOSE_OVERRUN
-    } else {
-        opts.max_tokens
-    };
-    while generated < limit {
-        if generated + reserve >= opts.max_tokens {
-            if let Some(c) = constraint.as_mut() {
-                c.tighten();
-            }
-        }
-        let vocab = model.vocab_bytes();
-        let id = match &constraint {
-            Some(c) => match pick(c, &logits, vocab, &eos) {
-                Some(id) => id,
-                None => {
-                    return Err(ModelError::Other(
-                        "no token of the vocabulary continues the JSON".into(),
-                    ))
-                }
-            },
-            None => argmax(&logits),
-        };
-        if eos.contains(&id) {
-            finish = "stop";
-            break;
-        }
-        let bytes = vocab
-            .get(id as usize)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
-        if let (Some(lps), Some(k)) = (lps.as_mut(), opts.top_logprobs) {
-            let lse = log_sum_exp(&logits);
-            let top_ids = match &constraint {
-                Some(c) => allowed_by_rank(c, &logits, vocab, k),
-                None => top_k(&logits, k),
-            };
-            let top = top_ids
-                .iter()
-                .filter_map(|&t| {
-                    vocab
-                        .get(t as usize)
-                        .cloned()
-                        .flatten()
-                        .map(|b| (b, logits[t as usize] - lse))
-                })
-                .collect();
-            lps.push(TokenLogprob {
-                bytes: bytes.clone(),
-                logprob: logits[id as usize] - lse,
-                top,
-            });
-        }
-        if let Some(c) = constraint.as_mut() {
-            c.advance(&bytes)
-                .map_err(|_| ModelError::Other("constraint rejected its own pick".into()))?;
-        }
-        out.extend_from_slice(&bytes);
-        generated += 1;
-        if constraint.as_ref().is_some_and(JsonConstraint::is_complete) {
-            finish = "stop";
-            break;
-        }
-        if generated >= limit {
-            break;
-        }
-        logits = model.forward_logits(&[id], pos)?;
-        pos += 1;
-    }
+    let (prompt_tokens, out) = decode::generate(model, messages, opts)?;
     Ok(Generation {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        prompt_tokens: prompt_ids.len(),
-        completion_tokens: generated,
-        finish_reason: finish,
-        logprobs: lps,
+        text: String::from_utf8_lossy(&out.bytes(model.vocab_bytes())).into_owned(),
+        prompt_tokens,
+        completion_tokens: out.ids.len(),
+        finish_reason: match out.finish {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        },
+        logprobs: out.logprobs,
     })
-}
-
-/// How many tokens past `max_tokens` constrained decoding may spend closing its JSON.
-pub const CLOSE_OVERRUN: usize = 64;
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in logits.iter().enumerate() {
-        if *x > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    if k < idx.len() && k > 0 {
-        idx.select_nth_unstable_by(k - 1, desc);
-    }
-    idx.truncate(k);
-    idx.sort_unstable_by(desc);
-    idx
-}
-
-fn log_sum_exp(logits: &[f32]) -> f32 {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    m + logits.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
-}
-
-/// The GPT-2 byte-level alphabet: the char each byte is written as in a byte-level BPE vocab.
-pub fn byte_level_chars() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let mut extra = 0u32;
-    for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        table[b as usize] = if printable {
-            char::from(b)
-        } else {
-            let c = char::from_u32(256 + extra).unwrap_or('\0');
-            extra += 1;
-            c
-        };
-    }
-    table
-}
-
-/// Token bytes for a byte-level BPE tokenizer: each token string mapped back through the
-/// byte-level alphabet; special (added) tokens are `None`.
-pub fn byte_level_vocab(tokenizer: &tokenizers::Tokenizer) -> Vec<Option<Vec<u8>>> {
-    let table = byte_level_chars();
-    let inverse: std::collections::HashMap<char, u8> = table
-        .iter()
-        .enumerate()
-        .map(|(b, c)| (*c, b as u8))
-        .collect();
-    let specials: std::collections::HashSet<u32> = tokenizer
-        .get_added_tokens_decoder()
-        .iter()
-        .filter(|(_, t)| t.special)
-        .map(|(id, _)| *id)
-        .collect();
-    let n = tokenizer.get_vocab_size(true);
-    (0..n as u32)
-        .map(|id| {
-            if specials.contains(&id) {
-                return None;
-            }
-            let s = tokenizer.id_to_token(id)?;
-            s.chars()
-                .map(|c| inverse.get(&c).copied())
-                .collect::<Option<Vec<u8>>>()
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::case::Role;
+    use crate::model::constrain::Schema;
+    use crate::model::decode::CLOSE_OVERRUN;
+    use std::sync::Arc;
 
     /// A byte-level toy model: its vocabulary is the 256 bytes plus an end token, and its logits
     /// follow a fixed script of bytes (then favour `{` forever), so tests can drive the loop.
@@ -260,11 +64,9 @@ mod tests {
         }
     }
 
-    impl LogitsModel for Scripted {
-        fn render(&self, messages: &[Message]) -> Result<String, ModelError> {
-            Ok(messages.iter().map(Message::joined_text).collect())
-        }
-        fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+    impl Decoder for Scripted {
+        fn prompt(&mut self, messages: &[Message]) -> Result<Vec<u32>, ModelError> {
+            let text: String = messages.iter().map(Message::joined_text).collect();
             Ok(text.bytes().map(u32::from).collect())
         }
         fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
@@ -296,7 +98,7 @@ mod tests {
         let g = generate(
             &mut m,
             &msgs(),
-            &GenOptions {
+            &DecodeOptions {
                 max_tokens: 8,
                 ..Default::default()
             },
@@ -316,7 +118,7 @@ mod tests {
         }))
         .unwrap();
         let mut m = Scripted::new("Sure! It is 4.");
-        let opts = GenOptions {
+        let opts = DecodeOptions {
             max_tokens: 200,
             schema: Some(Arc::new(schema)),
             top_logprobs: Some(3),
@@ -353,7 +155,7 @@ mod tests {
         }))
         .unwrap();
         let mut m = Scripted::new("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
-        let opts = GenOptions {
+        let opts = DecodeOptions {
             max_tokens: 16,
             schema: Some(Arc::new(schema)),
             top_logprobs: None,
@@ -363,15 +165,5 @@ mod tests {
         assert!(v["and_an_even_longer_second_key"].is_string(), "{}", g.text);
         assert_eq!(g.finish_reason, "stop");
         assert!(g.completion_tokens > 16 && g.completion_tokens <= 16 + CLOSE_OVERRUN);
-    }
-
-    #[test]
-    fn byte_level_alphabet_is_a_bijection() {
-        let t = byte_level_chars();
-        let set: std::collections::HashSet<char> = t.iter().copied().collect();
-        assert_eq!(set.len(), 256);
-        assert_eq!(t[b' ' as usize], 'Ġ');
-        assert_eq!(t[b'\n' as usize], 'Ċ');
-        assert_eq!(t[b'a' as usize], 'a');
     }
 }

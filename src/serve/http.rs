@@ -17,10 +17,11 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::api::{self, BadRequest};
-use super::engine::{self, LogitsModel};
+use super::engine;
+use crate::model::decode::Decoder;
 
 struct AppState {
-    model: Mutex<Box<dyn LogitsModel>>,
+    model: Mutex<Box<dyn Decoder>>,
     name: String,
     max_tokens_cap: usize,
     next_id: AtomicU64,
@@ -35,7 +36,7 @@ pub struct ServerConfig {
 }
 
 /// The router over a loaded model.
-fn router(model: Box<dyn LogitsModel>, config: &ServerConfig) -> Router {
+fn router(model: Box<dyn Decoder>, config: &ServerConfig) -> Router {
     let state = Arc::new(AppState {
         model: Mutex::new(model),
         name: config.name.clone(),
@@ -124,7 +125,7 @@ async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
 
 /// Serves until the process ends.
 pub fn serve_blocking(
-    model: Box<dyn LogitsModel>,
+    model: Box<dyn Decoder>,
     config: &ServerConfig,
     addr: SocketAddr,
 ) -> std::io::Result<()> {
@@ -171,7 +172,7 @@ impl Drop for ServerHandle {
 
 /// Starts a server on `addr` (port 0 picks a free one) on a background thread.
 pub fn spawn(
-    model: Box<dyn LogitsModel>,
+    model: Box<dyn Decoder>,
     config: &ServerConfig,
     addr: SocketAddr,
 ) -> std::io::Result<ServerHandle> {

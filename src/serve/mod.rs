@@ -5,19 +5,18 @@
 //! protocol the `openai:` model spec speaks.
 
 pub mod api;
-pub mod constrain;
 pub mod engine;
 pub mod http;
-pub mod models;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::case::Message;
+use crate::model::adapted_gguf::{AdaptedGguf, LlamaSession};
+use crate::model::decode::Decoder;
 use crate::model::gguf::GgufModel;
-use crate::model::spec::ModelSpec;
+use crate::model::qwen3_vl::Qwen3VlModel;
+use crate::model::spec::{default_device, ModelSpec};
 use crate::model::ModelError;
-use engine::LogitsModel;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -57,38 +56,6 @@ pub struct ServeArgs {
     pub max_tokens: usize,
 }
 
-/// The GGUF model behind the engine's interface.
-pub struct GgufLogits {
-    model: GgufModel,
-    vocab: Vec<Option<Vec<u8>>>,
-}
-
-impl GgufLogits {
-    pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let model = GgufModel::load(path)?;
-        let vocab = engine::byte_level_vocab(model.tokenizer());
-        Ok(Self { model, vocab })
-    }
-}
-
-impl LogitsModel for GgufLogits {
-    fn render(&self, messages: &[Message]) -> Result<String, ModelError> {
-        Ok(self.model.render_chat(messages))
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        self.model.encode(text)
-    }
-    fn forward_logits(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, ModelError> {
-        self.model.forward_logits(tokens, pos)
-    }
-    fn eos_tokens(&self) -> &[u32] {
-        self.model.eos_tokens()
-    }
-    fn vocab_bytes(&self) -> &[Option<Vec<u8>>] {
-        &self.vocab
-    }
-}
-
 /// Resolves `--model` to a GGUF file with the CLI's spec rules (`smollm2` is the default model,
 /// fetched if needed; relative paths from the working directory).
 pub fn resolve_model(spec: &str) -> Result<PathBuf, ModelError> {
@@ -100,23 +67,29 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf, ModelError> {
     }
 }
 
-/// Loads the model `--model` (+ `--adapter`) names and puts it behind the engine: a GGUF
+/// Loads the model `--model` (+ `--adapter`) names as a `Decoder` for the server: a GGUF
 /// (quantized, as `vlmtest run` answers with it), a GGUF with a PEFT adapter (merged, f32), or a
 /// Qwen3-VL checkpoint folder (images accepted), with or without an adapter.
-pub fn load_logits_model(
+pub fn load_decoder(
     spec: &str,
     adapter: Option<&Path>,
-) -> Result<(Box<dyn LogitsModel>, PathBuf), ServeError> {
+) -> Result<(Box<dyn Decoder>, PathBuf), ServeError> {
     let parsed =
         ModelSpec::parse(spec, Path::new("."))?.with_adapter(adapter.map(Path::to_path_buf))?;
     Ok(match parsed {
-        ModelSpec::Gguf(path) => (Box::new(GgufLogits::load(&path)?), path),
+        ModelSpec::Gguf(path) => (Box::new(GgufModel::load(&path)?), path),
         ModelSpec::GgufAdapter { gguf, adapter } => (
-            Box::new(models::AdaptedGgufLogits::load(&gguf, &adapter)?),
+            Box::new(LlamaSession::new(AdaptedGguf::load_described(
+                &gguf, &adapter,
+            )?)),
             gguf,
         ),
         ModelSpec::Checkpoint { dir, adapter } => (
-            Box::new(models::QwenLogits::load(&dir, adapter.as_deref())?),
+            Box::new(Qwen3VlModel::load(
+                &dir,
+                adapter.as_deref(),
+                &default_device(),
+            )?),
             dir,
         ),
         other @ (ModelSpec::Replay(_) | ModelSpec::OpenAi(_)) => {
@@ -127,7 +100,7 @@ pub fn load_logits_model(
 
 /// Loads the model and serves until the process ends.
 pub fn run_serve(args: &ServeArgs) -> Result<(), ServeError> {
-    let (model, path) = load_logits_model(&args.model, args.adapter.as_deref())?;
+    let (model, path) = load_decoder(&args.model, args.adapter.as_deref())?;
     let name = args
         .name
         .clone()

@@ -21,13 +21,13 @@ use super::batch::plan;
 use super::checkpoint::named_vars;
 use super::config::{device_for, DeviceKind, WeightDtype};
 use super::data::Example;
-use super::llama::{Llama, LlamaConfig};
 use super::model::TrainableModel;
 use super::optim::{AdamW, AdamWParams, GradAccumulator};
 use super::qwen::QwenTrain;
 use super::TrainError;
 use crate::image::{Pixels, PreprocessorConfig, RgbImage};
 use crate::lora::{AdapterConfig, LoraRng, TargetModules};
+use crate::model::llama_f32::{Llama, LlamaConfig};
 
 /// Benchmark settings; the defaults are the ones documented in docs/train.md.
 #[derive(Debug, Clone, Serialize, clap::Args)]

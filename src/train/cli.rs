@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use super::bench::{run_bench, BenchArgs};
 use super::config::{device_for, TrainArgs, TrainConfig};
+use super::eval::Validation;
 use super::model::load_base;
 use super::run::{summary_table, train};
 use super::TrainError;
@@ -84,16 +85,23 @@ pub fn run(cli: Cli) -> Result<String, TrainError> {
     }
     let cfg = TrainConfig::resolve(cli.config.as_deref(), &cli.args)?;
     let train_rows = load_rows(&cfg.train)?;
-    let val_rows = if cfg.val.is_empty() {
-        Vec::new()
-    } else {
-        load_rows(&cfg.val)?
+    let val = match &cfg.suite {
+        Some(name) => Validation::of_suite(&cfg.project, name)?,
+        None if cfg.val.is_empty() => Validation::none(),
+        None => Validation::of_rows(load_rows(&cfg.val)?),
     };
     let device = device_for(cfg.device)?;
     let mut model = load_base(&cfg.base, &device, cfg.dtype)?;
-    let report = train(&cfg, model.as_mut(), &train_rows, &val_rows, !cli.quiet)?;
+    let report = train(&cfg, model.as_mut(), &train_rows, val, !cli.quiet)?;
+    let compare_hint = match (&report.before, &report.after) {
+        (Some(_), Some(_)) => format!(
+            "compare with significance: vlmtest compare {0}/evals/before {0}/evals/after\n",
+            cfg.output_dir.display()
+        ),
+        _ => String::new(),
+    };
     Ok(format!(
-        "{}\nsteps {}/{}{}; adapter written to {}\n",
+        "{}\nsteps {}/{}{}; adapter written to {}\n{compare_hint}",
         summary_table(&report),
         report.state.step,
         report.total_steps,

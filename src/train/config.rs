@@ -19,29 +19,6 @@ pub enum Schedule {
     Constant,
 }
 
-/// The evaluation metric that picks the best checkpoint and drives early stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Mean of the cases' deterministic expectation scores (falls back to exact match).
-    Score,
-    ExactMatch,
-    /// Classification F1 on the first boolean field of JSON references.
-    F1,
-    /// Share of answers that are not the JSON object the reference is (lower is better).
-    MalformedRate,
-    /// Symmetric mean absolute percentage error on numeric references (lower is better).
-    Smape,
-    /// Teacher-forced loss on the validation answers (lower is better).
-    ValLoss,
-}
-
-impl Metric {
-    pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Score | Metric::ExactMatch | Metric::F1)
-    }
-}
-
 /// Where training runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -99,9 +76,17 @@ pub struct TrainArgs {
     /// Training rows: `cases/*.jsonl` files (the reference answer is the training target).
     #[arg(long, value_delimiter = ',')]
     pub train: Option<Vec<PathBuf>>,
-    /// Validation rows, evaluated with generation before, during and after training.
+    /// Validation rows, evaluated with generation before, during and after training (scored
+    /// with the rows' own expectations plus exact match and token F1).
     #[arg(long, value_delimiter = ',')]
     pub val: Option<Vec<PathBuf>>,
+    /// Validate on this suite of the project (`project`'s vlmtest.toml), scored exactly as
+    /// `vlmtest run` scores it: its prompt, scorers, task metrics and judge. Instead of `val`.
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// The vlmtest project holding `suite` (default: the current directory).
+    #[arg(long)]
+    pub project: Option<PathBuf>,
     /// Run folder: adapter, checkpoints, summaries, run_metadata.json.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -156,11 +141,20 @@ pub struct TrainArgs {
     /// Evaluate after every epoch (early stopping and best checkpoint).
     #[arg(long)]
     pub eval_each_epoch: Option<bool>,
-    #[arg(long, value_enum)]
-    pub metric: Option<Metric>,
+    /// Also evaluate every this many optimizer steps (0: only at epoch ends).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// The best-checkpoint and early-stopping metric: any metric of the validation report, by
+    /// its gate name (`pass_rate`, `score.token_f1`, `spam.macro_f1`, `deals.f1`, `price.smape`),
+    /// or `val_loss`. Its direction is the report's own (SMAPE and losses lower is better).
+    #[arg(long)]
+    pub metric: Option<String>,
     /// Stop after this many evaluations without improvement (0: never).
     #[arg(long)]
     pub patience: Option<usize>,
+    /// The least change of `metric` that counts as an improvement.
+    #[arg(long)]
+    pub min_delta: Option<f64>,
     /// Save a checkpoint every this many steps (0: at epoch ends only).
     #[arg(long)]
     pub save_every: Option<usize>,
@@ -195,6 +189,8 @@ impl TrainArgs {
             base,
             train,
             val,
+            suite,
+            project,
             output_dir,
             rank,
             alpha,
@@ -218,8 +214,10 @@ impl TrainArgs {
             eval_max_new_tokens,
             eval_before,
             eval_each_epoch,
+            eval_every,
             metric,
             patience,
+            min_delta,
             save_every,
             resume,
             save_merged,
@@ -270,6 +268,8 @@ pub struct TrainConfig {
     pub base: String,
     pub train: Vec<PathBuf>,
     pub val: Vec<PathBuf>,
+    pub suite: Option<String>,
+    pub project: PathBuf,
     pub output_dir: PathBuf,
     pub rank: usize,
     pub alpha: f64,
@@ -293,8 +293,10 @@ pub struct TrainConfig {
     pub eval_max_new_tokens: usize,
     pub eval_before: bool,
     pub eval_each_epoch: bool,
-    pub metric: Metric,
+    pub eval_every: usize,
+    pub metric: String,
     pub patience: usize,
+    pub min_delta: f64,
     pub save_every: usize,
     pub resume: bool,
     pub save_merged: bool,
@@ -332,6 +334,8 @@ impl TrainConfig {
             base: a.base.unwrap_or_else(|| "smollm2".into()),
             train: a.train.unwrap_or_default(),
             val: a.val.unwrap_or_default(),
+            suite: a.suite,
+            project: a.project.unwrap_or_else(|| PathBuf::from(".")),
             output_dir: a.output_dir.unwrap_or_else(|| PathBuf::from("runs/lora")),
             rank: a.rank.unwrap_or(16),
             alpha: a.alpha.unwrap_or(32.0),
@@ -357,8 +361,10 @@ impl TrainConfig {
             eval_max_new_tokens: a.eval_max_new_tokens.unwrap_or(64),
             eval_before: a.eval_before.unwrap_or(true),
             eval_each_epoch: a.eval_each_epoch.unwrap_or(true),
-            metric: a.metric.unwrap_or(Metric::Score),
+            eval_every: a.eval_every.unwrap_or(0),
+            metric: a.metric.unwrap_or_else(|| "pass_rate".into()),
             patience: a.patience.unwrap_or(3),
+            min_delta: a.min_delta.unwrap_or(0.0),
             save_every: a.save_every.unwrap_or(0),
             resume: a.resume.unwrap_or(true),
             save_merged: a.save_merged.unwrap_or(false),
@@ -410,6 +416,21 @@ impl TrainConfig {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
+        }
+        if self.suite.is_some() && !self.val.is_empty() {
+            return bad(
+                "suite",
+                "set `suite` (a suite of the project) or `val` (row files), not both".into(),
+            );
+        }
+        if let Err(reason) = super::eval::Objective::parse(&self.metric) {
+            return bad("metric", reason);
+        }
+        if !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
+            return bad(
+                "min_delta",
+                format!("{} is negative or not a number", self.min_delta),
+            );
         }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
             return bad(
@@ -487,6 +508,12 @@ mod tests {
             (vec!["x", "--train", "a", "--batch-size", "0"], "batch_size"),
             (vec!["x", "--train", "a", "--dropout", "1"], "lora_dropout"),
             (vec!["x", "--train", "a", "--preset", "fast"], "preset"),
+            (vec!["x", "--train", "a", "--metric", "f1"], "spam.macro_f1"),
+            (vec!["x", "--train", "a", "--min-delta=-1"], "min_delta"),
+            (
+                vec!["x", "--train", "a", "--val", "v", "--suite", "s"],
+                "not both",
+            ),
             (vec!["x"], "train"),
         ] {
             let f = Cli::parse_from(flags).args;

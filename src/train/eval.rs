@@ -1,249 +1,363 @@
-//! Evaluation with generation: answer every validation case, score the answers with vlmtest's
-//! deterministic scorers, and add the task metrics the seeds track — malformed rate and F1 for
-//! strict-JSON answers, SMAPE for bare-number answers — plus the teacher-forced loss.
+//! The trainer's evaluations, through the same pipeline as `vlmtest run`: a snapshot of the model
+//! being trained answers the validation cases in batches (`Session::evaluate_with`), the session
+//! scores the answers with the suite's own scorers, task metrics and judge, and builds the same
+//! `Report` `vlmtest run` writes. The trainer adds only the teacher-forced validation loss.
+//!
+//! The early-stopping and best-checkpoint metric (`Objective`) is any metric of that report, by
+//! the names gates and `vlmtest compare` use (`pass_rate`, `score.token_f1`, `spam.macro_f1`,
+//! `deals.f1`, `price.smape`), or `val_loss`; its better direction is the report's own.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Metric;
+use super::batch::plan;
+use super::data::Example;
+use super::model::TrainableModel;
+use super::TrainError;
 use crate::case::Case;
-use crate::score::score_deterministic;
+use crate::config::Config;
+use crate::lora::LoraRng;
+use crate::report::{self, Report};
+use crate::session::{Overrides, Session};
+use crate::suite::Suite;
+use crate::task;
 
-/// One validation case's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalRow {
-    pub case: String,
-    pub reference: Option<String>,
-    pub answer: String,
-    /// Mean of the case's deterministic expectation scores; exact match when it has none.
-    pub score: f64,
-    pub exact: bool,
-}
+/// The name of the teacher-forced loss among an evaluation's metrics.
+pub const VAL_LOSS: &str = "val_loss";
 
 /// The summary of one evaluation (the seeds' `prebench_*_summary.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSummary {
-    /// `before`, `epoch-N`, `after`.
+    /// `before`, `step-N`, `epoch-N`, `after`.
     pub label: String,
     pub step: usize,
+    /// Validation cases answered.
     pub n: usize,
-    pub score: f64,
-    pub exact_match: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub malformed_rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub f1: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub smape: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_loss: Option<f64>,
+    /// Every aggregate metric of `report`, by its gate name (`report::gate::metrics`), plus
+    /// `val_loss` when the validation rows have reference answers to score.
+    pub metrics: BTreeMap<String, f64>,
     pub seconds: f64,
-    pub rows: Vec<EvalRow>,
+    /// The suite's report, exactly as `vlmtest run` builds it for the same answers.
+    pub report: Report,
 }
 
 impl EvalSummary {
-    /// The value of `metric`, when this evaluation has it.
-    pub fn metric(&self, metric: Metric) -> Option<f64> {
-        match metric {
-            Metric::Score => Some(self.score),
-            Metric::ExactMatch => Some(self.exact_match),
-            Metric::F1 => self.f1,
-            Metric::MalformedRate => self.malformed_rate,
-            Metric::Smape => self.smape,
-            Metric::ValLoss => self.val_loss,
-        }
+    /// The value of a named metric, when this evaluation has it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).copied()
     }
 
-    /// The metric lines to print side by side: (name, value).
-    pub fn headline(&self) -> Vec<(&'static str, f64)> {
-        let mut v = vec![("score", self.score), ("exact_match", self.exact_match)];
-        for (name, x) in [
-            ("malformed_rate", self.malformed_rate),
-            ("f1", self.f1),
-            ("accuracy", self.accuracy),
-            ("smape", self.smape),
-            ("val_loss", self.val_loss),
-        ] {
-            if let Some(x) = x {
-                v.push((name, x));
-            }
-        }
-        v
-    }
-}
-
-/// Whether `new` beats `best` on `metric`.
-pub fn improves(metric: Metric, new: f64, best: Option<f64>) -> bool {
-    match best {
-        None => true,
-        Some(b) if metric.higher_is_better() => new > b + 1e-12,
-        Some(b) => new < b - 1e-12,
-    }
-}
-
-fn normalise(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The first JSON object in `text` (models often wrap it in prose or a code fence).
-pub fn extract_json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let start = text.find('{')?;
-    let mut de =
-        serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
-    match de.next() {
-        Some(Ok(serde_json::Value::Object(m))) => Some(m),
-        _ => None,
-    }
-}
-
-/// A JSON answer is well-formed when it is an object with the reference's keys, each of the same
-/// JSON type (a strict schema check, as seed 001 asks).
-pub fn well_formed(answer: &str, reference: &serde_json::Map<String, serde_json::Value>) -> bool {
-    let Some(obj) = extract_json_object(answer) else {
-        return false;
-    };
-    reference.iter().all(|(k, rv)| {
-        obj.get(k)
-            .is_some_and(|av| std::mem::discriminant(av) == std::mem::discriminant(rv))
-            || (rv.is_number() && obj.get(k).is_some_and(serde_json::Value::is_number))
-    })
-}
-
-/// The first number in `text` (`$4.89` → 4.89).
-pub fn first_number(text: &str) -> Option<f64> {
-    let re = regex::Regex::new(r"-?\d+(?:[.,]\d+)?").ok()?;
-    let m = re.find(text)?;
-    m.as_str().replace(',', ".").parse().ok()
-}
-
-/// SMAPE of one pair in [0, 2]: a missing prediction costs the maximum, as in seed 003.
-pub fn smape(pred: Option<f64>, truth: f64) -> f64 {
-    match pred {
-        None => 2.0,
-        Some(p) => {
-            let den = (p.abs() + truth.abs()) / 2.0;
-            if den == 0.0 {
-                0.0
-            } else {
-                (p - truth).abs() / den
-            }
-        }
-    }
-}
-
-/// Binary F1 with `true` as the positive class.
-pub fn f1(pairs: &[(Option<bool>, bool)]) -> f64 {
-    let tp = pairs.iter().filter(|(p, t)| *p == Some(true) && *t).count() as f64;
-    let fp = pairs
-        .iter()
-        .filter(|(p, t)| *p == Some(true) && !*t)
-        .count() as f64;
-    let fn_ = pairs.iter().filter(|(p, t)| *p != Some(true) && *t).count() as f64;
-    if tp == 0.0 {
-        return 0.0;
-    }
-    2.0 * tp / (2.0 * tp + fp + fn_)
-}
-
-/// Scores answered cases into a summary. `answers[i]` answers `cases[i]`.
-pub fn summarise(
-    label: &str,
-    step: usize,
-    cases: &[&Case],
-    answers: &[String],
-    started: Instant,
-) -> EvalSummary {
-    let mut rows = Vec::with_capacity(cases.len());
-    let mut json_refs = 0usize;
-    let mut malformed = 0usize;
-    let mut cls: Vec<(Option<bool>, bool)> = Vec::new();
-    let mut smapes = Vec::new();
-    for (case, answer) in cases.iter().zip(answers) {
-        let reference = case.reference.clone();
-        let exact = reference
-            .as_deref()
-            .is_some_and(|r| normalise(r) == normalise(answer));
-        let scores: Vec<f64> = case
-            .expect
+    /// Each answered case's test name and answer, in the report's order.
+    pub fn rows(&self) -> Vec<EvalRow> {
+        self.report
+            .verdicts
             .iter()
-            .filter_map(|e| score_deterministic(e, answer))
-            .filter_map(|s| s.value)
-            .collect();
-        let score = if scores.is_empty() {
-            f64::from(u8::from(exact))
-        } else {
-            scores.iter().sum::<f64>() / scores.len() as f64
-        };
-        if let Some(r) = reference.as_deref() {
-            if let Some(robj) = extract_json_object(r).filter(|_| r.trim_start().starts_with('{')) {
-                json_refs += 1;
-                if !well_formed(answer, &robj) {
-                    malformed += 1;
-                }
-                // The first boolean field is the class label (`is_spam`).
-                if let Some((k, serde_json::Value::Bool(truth))) =
-                    robj.iter().find(|(_, v)| v.is_boolean())
-                {
-                    let pred = extract_json_object(answer)
-                        .and_then(|o| o.get(k).and_then(serde_json::Value::as_bool));
-                    cls.push((pred, *truth));
-                }
-            } else if let Ok(truth) = r.trim().parse::<f64>() {
-                smapes.push(smape(first_number(answer), truth));
-            }
-        }
-        rows.push(EvalRow {
-            case: case.id.test_name(),
-            reference,
-            answer: answer.clone(),
-            score,
-            exact,
-        });
+            .map(|v| EvalRow {
+                case: v.name.clone(),
+                answer: v
+                    .answer
+                    .as_ref()
+                    .map(|a| a.text.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
-    let n = rows.len();
-    let mean = |xs: &mut dyn Iterator<Item = f64>| {
-        let v: Vec<f64> = xs.collect();
-        if v.is_empty() {
-            0.0
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    EvalSummary {
-        label: label.to_owned(),
-        step,
-        n,
-        score: mean(&mut rows.iter().map(|r| r.score)),
-        exact_match: mean(&mut rows.iter().map(|r| f64::from(u8::from(r.exact)))),
-        malformed_rate: (json_refs > 0).then(|| malformed as f64 / json_refs as f64),
-        f1: (!cls.is_empty()).then(|| f1(&cls)),
-        accuracy: (!cls.is_empty())
-            .then(|| cls.iter().filter(|(p, t)| *p == Some(*t)).count() as f64 / cls.len() as f64),
-        smape: (!smapes.is_empty()).then(|| smapes.iter().sum::<f64>() / smapes.len() as f64),
-        val_loss: None,
-        seconds: started.elapsed().as_secs_f64(),
-        rows,
+
+    /// The answer given to the case named `test_name`.
+    pub fn answer(&self, test_name: &str) -> Option<&str> {
+        self.report
+            .verdicts
+            .iter()
+            .find(|v| v.name == test_name)
+            .and_then(|v| v.answer.as_ref())
+            .map(|a| a.text.as_str())
     }
 }
 
-/// `before` and `after` side by side, with the change.
+/// One validation case's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRow {
+    pub case: String,
+    pub answer: String,
+}
+
+/// The metric that picks the best checkpoint and drives early stopping, with its direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub name: String,
+    pub lower_is_better: bool,
+}
+
+impl Objective {
+    /// Reads a metric name: `val_loss`, `pass_rate`, `score.<scorer>`, `category.<name>` or
+    /// `<task>.<metric>`; a name of none of these forms, or a metric with no better direction
+    /// (a chosen threshold, a count), is an error saying what to write instead.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name == VAL_LOSS {
+            return Ok(Self {
+                name: name.to_owned(),
+                lower_is_better: true,
+            });
+        }
+        let known_form = name == "pass_rate"
+            || name.starts_with("score.")
+            || name.starts_with("category.")
+            || name
+                .split_once('.')
+                .is_some_and(|(t, m)| task::TASKS.contains(&t) && !m.is_empty());
+        if !known_form {
+            return Err(format!(
+                "{name:?} is not a report metric; name one as gates do: \"pass_rate\", \
+                 \"score.<scorer>\" (e.g. \"score.token_f1\"), \"category.<name>\", \
+                 \"<task>.<metric>\" (e.g. \"spam.macro_f1\", \"deals.f1\", \"price.smape\"), \
+                 or \"val_loss\""
+            ));
+        }
+        match report::columns::lower_is_better(name) {
+            Some(lower_is_better) => Ok(Self {
+                name: name.to_owned(),
+                lower_is_better,
+            }),
+            None => Err(format!(
+                "{name:?} has no better direction (a threshold or a count); pick a metric to \
+                 maximise or minimise"
+            )),
+        }
+    }
+
+    /// Whether `new` beats `best` by more than `min_delta` in this metric's direction.
+    pub fn improves(&self, new: f64, best: Option<f64>, min_delta: f64) -> bool {
+        let margin = min_delta.max(0.0) + 1e-12;
+        match best {
+            None => true,
+            Some(b) if self.lower_is_better => new < b - margin,
+            Some(b) => new > b + margin,
+        }
+    }
+
+    /// This metric's value in `s`; a metric the report does not have is an error listing the
+    /// ones it has.
+    pub fn value(&self, s: &EvalSummary) -> Result<f64, TrainError> {
+        s.metric(&self.name).ok_or_else(|| TrainError::Config {
+            field: "metric",
+            reason: format!(
+                "the validation report has no metric {:?}; it has: {}",
+                self.name,
+                s.metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+}
+
+/// The validation set: one suite, with the configuration it is scored under.
+pub struct Validation {
+    session: Session,
+    suite: String,
+}
+
+impl Validation {
+    /// No validation rows: nothing is evaluated.
+    pub fn none() -> Self {
+        Self::of_rows(Vec::new())
+    }
+
+    /// Rows read from `val` files (`load_rows`): scored with the expectations the rows carry
+    /// (an `expect` list, e.g. a `spam` task) and the default row scorers, exact match and token
+    /// F1, under a default suite configuration. The suite is named after the file when all rows
+    /// come from one, else `val`.
+    pub fn of_rows(mut cases: Vec<Case>) -> Self {
+        let first = cases.first().map(|c| c.id.suite.clone());
+        let name = match first {
+            Some(f) if cases.iter().all(|c| c.id.suite == f) => f,
+            Some(_) => "val".to_owned(),
+            None => "val".to_owned(),
+        };
+        for c in &mut cases {
+            c.id.suite = name.clone();
+        }
+        let session = Session {
+            root: PathBuf::from("."),
+            config: Config::default(),
+            suites: vec![Suite {
+                name: name.clone(),
+                cases,
+                errors: Vec::new(),
+            }],
+        };
+        Self {
+            session,
+            suite: name,
+        }
+    }
+
+    /// The suite `name` of the project at `root`, scored as `vlmtest run` scores it there: its
+    /// prompt, row scorers, task, judge (the project's `[judge]`), slices and gates. A suite
+    /// with rows that fail to load is an error naming them.
+    pub fn of_suite(root: &Path, name: &str) -> Result<Self, TrainError> {
+        let session =
+            Session::open(root, &Overrides::default()).map_err(|e| TrainError::Config {
+                field: "suite",
+                reason: e.to_string(),
+            })?;
+        let Some(suite) = session.suite(name) else {
+            let names: Vec<&str> = session.suites.iter().map(|s| s.name.as_str()).collect();
+            return Err(TrainError::Config {
+                field: "suite",
+                reason: format!(
+                    "{} has no suite {name:?}; its suites: {}",
+                    root.display(),
+                    names.join(", ")
+                ),
+            });
+        };
+        if !suite.errors.is_empty() {
+            let lines: Vec<String> = suite.errors.iter().map(ToString::to_string).collect();
+            return Err(TrainError::Data {
+                origin: root.display().to_string(),
+                case: format!("suite {name}: {} bad row(s)", lines.len()),
+                reason: lines.join("\n"),
+            });
+        }
+        Ok(Self {
+            session,
+            suite: name.to_owned(),
+        })
+    }
+
+    /// Keeps the first `n` cases that are not ignored (0 keeps all), and answers with at most
+    /// `max_new_tokens` tokens (the trainer's `eval_max_new_tokens`).
+    pub fn limit(mut self, n: usize, max_new_tokens: usize) -> Self {
+        self.session.config.model.max_new_tokens = max_new_tokens;
+        if let Some(s) = self
+            .session
+            .suites
+            .iter_mut()
+            .find(|s| s.name == self.suite)
+        {
+            s.cases.retain(|c| !c.ignored);
+            if n > 0 {
+                s.cases.truncate(n);
+            }
+        }
+        self
+    }
+
+    /// The suite's name.
+    pub fn suite_name(&self) -> &str {
+        &self.suite
+    }
+
+    /// The project the suite belongs to (`.` for row files).
+    pub fn root(&self) -> &Path {
+        &self.session.root
+    }
+
+    /// The validation cases, in order.
+    pub fn cases(&self) -> Vec<&Case> {
+        self.session
+            .suite(&self.suite)
+            .map(|s| s.cases.iter().filter(|c| !c.ignored).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cases().is_empty()
+    }
+
+    /// Answers the validation cases with a snapshot of `model`, scores them through the session
+    /// and adds the teacher-forced loss over `examples` (the encoded validation rows). A case the
+    /// snapshot could not answer is an error: the trainer's own model failing is never a score.
+    pub fn evaluate(
+        &self,
+        model: &dyn TrainableModel,
+        label: &str,
+        step: usize,
+        examples: &[Example],
+        progress: bool,
+    ) -> Result<EvalSummary, TrainError> {
+        let start = Instant::now();
+        let cases = self.cases();
+        let eval = {
+            let mut snap = model.snapshot()?;
+            self.session.evaluate_with(snap.as_mut(), &cases, progress)
+        };
+        let suite = self
+            .session
+            .suite(&self.suite)
+            .ok_or_else(|| TrainError::NoData(format!("no validation suite {}", self.suite)))?;
+        let report = self.session.report(suite, &eval);
+        if let Some(v) = report.verdicts.iter().find(|v| v.model_error.is_some()) {
+            return Err(TrainError::Data {
+                origin: format!("evaluation {label}"),
+                case: v.name.clone(),
+                reason: format!(
+                    "the model could not answer ({} of {} cases): {}",
+                    report.model_errors,
+                    report.verdicts.len(),
+                    v.model_error.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        let mut metrics = report::gate::metrics(&report);
+        if let Some(loss) = validation_loss(model, examples)? {
+            metrics.insert(VAL_LOSS.to_owned(), loss);
+        }
+        Ok(EvalSummary {
+            label: label.to_owned(),
+            step,
+            n: cases.len(),
+            metrics,
+            seconds: start.elapsed().as_secs_f64(),
+            report,
+        })
+    }
+}
+
+/// Mean cross-entropy per answer token over `examples` (no dropout); `None` without examples.
+fn validation_loss(
+    model: &dyn TrainableModel,
+    examples: &[Example],
+) -> Result<Option<f64>, TrainError> {
+    if examples.is_empty() {
+        return Ok(None);
+    }
+    let mut rng = LoraRng::new(0);
+    let (mut sum, mut n) = (0f64, 0usize);
+    for chunk in examples.chunks(4) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let b = plan(&refs, model.pad_id()).to_batch(model.device())?;
+        sum += model.loss_sum(&b, &mut rng)?.detach().to_scalar::<f32>()? as f64;
+        n += b.n_targets;
+    }
+    Ok(Some(sum / n.max(1) as f64))
+}
+
+/// `before` and `after` side by side, with the change: the metrics both have, in name order.
 pub fn side_by_side(before: &EvalSummary, after: &EvalSummary) -> String {
-    let b: BTreeMap<&str, f64> = before.headline().into_iter().collect();
+    let width = after
+        .metrics
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut out = format!(
-        "{:<16} {:>10} {:>10} {:>10}\n",
+        "{:<width$} {:>10} {:>10} {:>10}\n",
         "metric", before.label, after.label, "change"
     );
-    for (name, a) in after.headline() {
-        match b.get(name) {
-            Some(bv) => out.push_str(&format!(
-                "{name:<16} {bv:>10.4} {a:>10.4} {:>+10.4}\n",
-                a - bv
+    for (name, a) in &after.metrics {
+        match before.metrics.get(name) {
+            Some(b) => out.push_str(&format!(
+                "{name:<width$} {b:>10.4} {a:>10.4} {:>+10.4}\n",
+                a - b
             )),
-            None => out.push_str(&format!("{name:<16} {:>10} {a:>10.4} {:>10}\n", "-", "-")),
+            None => out.push_str(&format!(
+                "{name:<width$} {:>10} {a:>10.4} {:>10}\n",
+                "-", "-"
+            )),
         }
     }
     out
@@ -251,84 +365,45 @@ pub fn side_by_side(before: &EvalSummary, after: &EvalSummary) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::case::{CaseId, Message, Origin, Role};
 
-    fn case(id: &str, reference: &str) -> Case {
-        Case {
-            id: CaseId::new("s", "c", id),
-            tags: vec![],
-            messages: vec![Message::text(Role::User, "q")],
-            reference: Some(reference.into()),
-            context: None,
-            expect: vec![],
-            metadata: BTreeMap::new(),
-            ignored: false,
-            origin: Origin {
-                file: PathBuf::from("x.jsonl"),
-                line: Some(1),
-            },
+    #[test]
+    fn objectives_take_report_metric_names_and_their_direction() {
+        let o = Objective::parse("spam.macro_f1").unwrap();
+        assert!(!o.lower_is_better);
+        assert!(Objective::parse("price.smape").unwrap().lower_is_better);
+        assert!(Objective::parse("val_loss").unwrap().lower_is_better);
+        assert!(!Objective::parse("pass_rate").unwrap().lower_is_better);
+        assert!(!Objective::parse("score.numeric").unwrap().lower_is_better);
+        for old in ["f1", "score", "exact_match", "smape", "spam.", "nosuch.f1"] {
+            let e = Objective::parse(old).unwrap_err();
+            assert!(e.contains("spam.macro_f1"), "{old}: {e}");
         }
+        let e = Objective::parse("spam.sweep.review_threshold").unwrap_err();
+        assert!(e.contains("no better direction"), "{e}");
     }
 
     #[test]
-    fn json_answers_get_malformed_rate_and_f1() {
-        let r1 = r#"{"is_spam":true,"confidence":1.0,"reason":"cta"}"#;
-        let r2 = r#"{"is_spam":false,"confidence":1.0,"reason":"ok"}"#;
-        let cases = [case("1", r1), case("2", r2), case("3", r1)];
-        let refs: Vec<&Case> = cases.iter().collect();
-        let answers = vec![
-            r#"Sure: {"is_spam": true, "confidence": 0.9, "reason": "x"}"#.to_owned(),
-            "It is not spam.".to_owned(),
-            r#"{"is_spam": "yes", "confidence": 1, "reason": "x"}"#.to_owned(),
-        ];
-        let s = summarise("before", 0, &refs, &answers, Instant::now());
-        assert!((s.malformed_rate.unwrap() - 2.0 / 3.0).abs() < 1e-9);
-        // One true positive, one missed positive: F1 = 2/3.
-        assert!((s.f1.unwrap() - 2.0 / 3.0).abs() < 1e-9);
-        assert_eq!(s.exact_match, 0.0);
-        assert!(s.smape.is_none());
-    }
-
-    #[test]
-    fn numeric_answers_get_smape() {
-        let cases = [case("1", "4.00"), case("2", "10")];
-        let refs: Vec<&Case> = cases.iter().collect();
-        let s = summarise(
-            "after",
-            3,
-            &refs,
-            &["$4.00".into(), "no idea".into()],
-            Instant::now(),
-        );
-        assert!((s.smape.unwrap() - 1.0).abs() < 1e-9);
-        assert!(s.malformed_rate.is_none());
-        assert!(side_by_side(&s, &s).contains("smape"));
-    }
-
-    #[test]
-    fn improvement_respects_direction() {
-        assert!(improves(Metric::F1, 0.5, Some(0.4)));
-        assert!(!improves(Metric::F1, 0.4, Some(0.4)));
-        assert!(improves(Metric::MalformedRate, 0.1, Some(0.4)));
-        assert!(improves(Metric::ValLoss, 9.0, None));
+    fn improvement_respects_direction_and_min_delta() {
+        let hi = Objective::parse("spam.macro_f1").unwrap();
+        let lo = Objective::parse("val_loss").unwrap();
+        assert!(hi.improves(0.5, Some(0.4), 0.0));
+        assert!(!hi.improves(0.4, Some(0.4), 0.0));
+        assert!(!hi.improves(0.45, Some(0.4), 0.1));
+        assert!(lo.improves(0.1, Some(0.4), 0.0));
+        assert!(!lo.improves(0.35, Some(0.4), 0.1));
+        assert!(lo.improves(9.0, None, 0.0));
     }
 
     proptest! {
         #[test]
-        fn smape_is_bounded(p in proptest::option::of(-1e6f64..1e6), t in -1e6f64..1e6) {
-            let v = smape(p, t);
-            prop_assert!((0.0..=2.0 + 1e-9).contains(&v));
-        }
-
-        #[test]
-        fn json_extraction_never_panics(s in "\\PC{0,80}") {
-            let _ = extract_json_object(&s);
-            let _ = first_number(&s);
+        fn improvement_is_strict_and_antisymmetric(a in -1e3f64..1e3, b in -1e3f64..1e3, d in 0f64..1.0) {
+            for o in [Objective::parse("pass_rate").unwrap(), Objective::parse("val_loss").unwrap()] {
+                prop_assert!(!(o.improves(a, Some(b), d) && o.improves(b, Some(a), d)));
+                prop_assert!(!o.improves(a, Some(a), d));
+            }
         }
     }
 }

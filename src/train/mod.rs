@@ -3,8 +3,8 @@
 //!
 //! The stages, in the order a run moves: `config` resolves defaults, a preset, `train.toml` and
 //! flags; `data` turns `Case`s into token ids with a loss mask on the assistant answer, and
-//! `batch` groups them by length; `llama` is the differentiable SmolLM2 forward and `qwen` the
-//! Qwen3-VL one (both behind the `TrainableModel` trait in `model`; `fused` holds their
+//! `batch` groups them by length; `model` trains SmolLM2 on `model::llama_f32` and `qwen` is the
+//! Qwen3-VL forward (both behind the `TrainableModel` trait in `model`; `crate::ops` holds their
 //! differentiable RMSNorm, causal softmax, rotary, SiLU-gate and cross-entropy kernels); `optim` and `schedule` are
 //! AdamW with clipping and the learning-rate curve; `eval` generates on the validation rows and
 //! scores them; `checkpoint` saves and resumes; `run` drives the loop and writes
@@ -17,8 +17,6 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
-pub mod fused;
-pub mod llama;
 pub mod model;
 pub mod optim;
 pub mod qwen;

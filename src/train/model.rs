@@ -1,15 +1,11 @@
 //! The seam between the trainer and a network: `TrainableModel`. SmolLM2 (a Llama GGUF,
-//! dequantized) implements it here, Qwen3-VL in `train::qwen`; `load_base` picks one.
-//!
-//! `AdaptedGguf` is the inference side: a GGUF base plus an optional PEFT adapter, merged, behind
-//! vlmtest's `Model` trait, so `vlmtest` can test a trained adapter.
+//! dequantized into `model::llama_f32`) implements it here, Qwen3-VL in `train::qwen`;
+//! `load_base` picks one. A SmolLM2 snapshot is a `model::adapted_gguf::AdaptedGguf`, the model
+//! `vlmtest --model X.gguf --adapter DIR` answers with.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use tokenizers::Tokenizer;
@@ -17,14 +13,13 @@ use tokenizers::Tokenizer;
 use super::batch::Batch;
 use super::config::WeightDtype;
 use super::data::{check_case, data_error, fit, target_text, Example};
-use super::llama::Llama;
 use super::qwen::QwenTrain;
 use super::TrainError;
-use crate::case::{Case, Message};
-use crate::lora::{AdapterConfig, LoraAdapter, LoraRng};
-use crate::model::{
-    chatml, fetch, gguf, gguf_tokenizer, Answer, GenerationOptions, Model, ModelError, Request,
-};
+use crate::case::Case;
+use crate::lora::{AdapterConfig, LoraRng};
+use crate::model::adapted_gguf::AdaptedGguf;
+use crate::model::llama_f32::Llama;
+use crate::model::{chatml, fetch, gguf_tokenizer, Model, ModelError};
 
 /// A network the trainer can fine-tune with LoRA.
 pub trait TrainableModel: Sync {
@@ -113,18 +108,6 @@ pub fn resolve_base(base: &str) -> Result<PathBuf, TrainError> {
     }
 }
 
-/// The tokenizer and stop ids of a GGUF, built by the model module's GGUF tokenizer.
-fn tokenizer_of(path: &Path) -> Result<(Tokenizer, Vec<u32>), TrainError> {
-    let mut f = File::open(path).map_err(TrainError::io(path))?;
-    let content = gguf_file::Content::read(&mut f).map_err(|e| TrainError::Base {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let tok = gguf_tokenizer::from_gguf(&content)?;
-    let stop = gguf_tokenizer::stop_tokens(&content, &tok);
-    Ok((tok, stop))
-}
-
 fn encode_text(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, TrainError> {
     let enc = tok
         .encode(text, false)
@@ -148,7 +131,7 @@ impl SmolLm {
 
     /// Loads and dequantizes onto `device` (f32).
     pub fn load_on(path: &Path, device: &Device) -> Result<Self, TrainError> {
-        let (tokenizer, stop) = tokenizer_of(path)?;
+        let (tokenizer, stop) = gguf_tokenizer::load(path)?;
         if stop.is_empty() {
             return Err(TrainError::Base {
                 path: path.to_owned(),
@@ -233,134 +216,26 @@ impl TrainableModel for SmolLm {
                     .into(),
             });
         }
-        self.llama.attach_trainable(cfg, varmap, rng)
+        Ok(self.llama.attach_trainable(cfg, varmap, rng)?)
     }
 
     fn loss_sum(&self, batch: &Batch, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
-        self.llama
-            .loss_sum(&batch.ids, &batch.positions, &batch.targets, rng)
+        Ok(self
+            .llama
+            .loss_sum(&batch.ids, &batch.positions, &batch.targets, rng)?)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Model + '_>, TrainError> {
-        Ok(Box::new(AdaptedGguf {
-            llama: self.llama.merged_copy()?,
-            tokenizer: self.tokenizer.clone(),
-            stop: self.stop.clone(),
-            fingerprint: format!("training-snapshot:{}", self.label),
-            label: format!("{}+lora", self.label),
-        }))
+        Ok(Box::new(AdaptedGguf::from_parts(
+            self.llama.merged_copy()?,
+            self.tokenizer.clone(),
+            self.stop.clone(),
+            format!("training-snapshot:{}", self.label),
+            format!("{}+lora", self.label),
+        )))
     }
 
     fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
-        self.llama.merged_state_dict()
-    }
-}
-
-fn answer_with(
-    llama: &Llama,
-    tok: &Tokenizer,
-    stop: &[u32],
-    messages: &[Message],
-    max_new: usize,
-) -> Result<Answer, TrainError> {
-    let start = Instant::now();
-    let prompt = encode_text(tok, &chatml::render(messages))?;
-    let out = llama.generate_ids(&prompt, stop, max_new)?;
-    let text = tok
-        .decode(&out, true)
-        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-    Ok(Answer {
-        text: text.trim().to_owned(),
-        prompt_tokens: prompt.len(),
-        generated_tokens: out.len(),
-        elapsed: start.elapsed(),
-    })
-}
-
-/// A GGUF base with an optional PEFT adapter merged in, answering through vlmtest's `Model` trait
-/// (f32 weights, greedy decoding).
-pub struct AdaptedGguf {
-    llama: Llama,
-    tokenizer: Tokenizer,
-    stop: Vec<u32>,
-    fingerprint: String,
-    label: String,
-}
-
-impl AdaptedGguf {
-    pub fn load(base: &Path, adapter: Option<&Path>) -> Result<Self, TrainError> {
-        let (tokenizer, stop) = tokenizer_of(base)?;
-        let mut llama = Llama::from_gguf(base, &Device::Cpu)?;
-        let mut fingerprint = format!("adapted-gguf-f32-v1:{}", gguf::file_fingerprint(base)?);
-        let mut label = base
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(dir) = adapter {
-            let ad = LoraAdapter::load(dir, &Device::Cpu)?;
-            llama.attach_adapter(&ad)?;
-            llama = llama.merged_copy()?;
-            let w = dir.join(crate::lora::ADAPTER_WEIGHTS_FILE);
-            fingerprint.push_str(&format!("+lora:{}", gguf::file_fingerprint(&w)?));
-            label.push_str("+lora");
-        }
-        Ok(Self {
-            llama,
-            tokenizer,
-            stop,
-            fingerprint,
-            label,
-        })
-    }
-
-    /// The merged f32 network (its `forward_cached` serves token-by-token decoding).
-    pub fn llama(&self) -> &Llama {
-        &self.llama
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    pub fn stop_tokens(&self) -> &[u32] {
-        &self.stop
-    }
-
-    pub fn answer(
-        &self,
-        messages: &[Message],
-        max_new_tokens: usize,
-    ) -> Result<Answer, TrainError> {
-        answer_with(
-            &self.llama,
-            &self.tokenizer,
-            &self.stop,
-            messages,
-            max_new_tokens,
-        )
-    }
-}
-
-impl Model for AdaptedGguf {
-    fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
-    }
-
-    fn label(&self) -> String {
-        self.label.clone()
-    }
-
-    fn generate(
-        &mut self,
-        requests: &[Request<'_>],
-        options: &GenerationOptions,
-    ) -> Vec<Result<Answer, ModelError>> {
-        requests
-            .iter()
-            .map(|r| {
-                self.answer(r.messages, options.max_new_tokens)
-                    .map_err(|e| ModelError::Other(format!("{e:#}")))
-            })
-            .collect()
+        Ok(self.llama.merged_state_dict()?)
     }
 }

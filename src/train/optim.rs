@@ -8,8 +8,8 @@ use std::path::Path;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use super::fused::adamw::{adamw_update, AdamStep};
 use super::TrainError;
+use crate::ops::adamw::{adamw_update, AdamStep};
 
 /// AdamW hyper-parameters (PyTorch's defaults for betas and eps).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +101,7 @@ impl GradAccumulator {
 }
 
 /// AdamW with saveable state. Each variable's moments live in one `(2, n)` tensor (`m` then `v`)
-/// that the fused update (`fused::adamw`) changes in place.
+/// that the fused update (`ops::adamw`) changes in place.
 pub struct AdamW {
     pub params: AdamWParams,
     vars: BTreeMap<String, Var>,
@@ -131,8 +131,13 @@ impl AdamW {
     /// One update with the accumulated gradients (variables without a gradient are left alone).
     pub fn step(&mut self, grads: &GradAccumulator) -> Result<(), TrainError> {
         self.step += 1;
+        let p = self.params;
         let step = AdamStep {
-            params: self.params,
+            lr: p.lr,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
             step: self.step,
             grad_scale: grads.grad_scale(),
         };

@@ -1,11 +1,10 @@
 //! Qwen3-VL for LoRA training: a differentiable text forward over the checkpoint's own weights,
 //! with the frozen vision tower and DeepStack features of the inference model.
 //!
-//! The prompt is rendered, tokenized and expanded exactly as `model::qwen3_vl` does for inference
-//! (the checkpoint's chat template or `prompt::render`, `expand_image_tokens`, the same image
-//! processor), and positions come from
-//! the same `rope_index`, so training and testing see the same tokens and positions. The text
-//! forward uses only ops with a backward pass: `train::fused`'s RMSNorm, causal softmax, rotary
+//! The prompt is prepared by the inference processor itself (`model::qwen3_vl::Processor`: the
+//! chat template, the image placeholders, the pixels), and positions come from the same
+//! `rope_index`, so training and testing see the same tokens and positions. The text
+//! forward uses only ops with a backward pass: `crate::ops`' RMSNorm, causal softmax, rotary
 //! embedding and SiLU gate (candle's fused `rms_norm`, `softmax_last_dim` and `rope` have none). The vision tower runs without gradient; its features are cached per image
 //! (the tower is frozen, so they never change). Evaluation answers with the inference model
 //! itself (`Qwen3VlModel::load_with_lora`, the adapter merged), so the trainer's answers are the
@@ -27,19 +26,19 @@ use tokenizers::Tokenizer;
 use super::batch::Batch;
 use super::data::{check_case, data_error, fit, target_text, Example};
 use super::model::TrainableModel;
-use super::{fused, TrainError};
+use super::TrainError;
 use crate::case::Case;
-use crate::image::{self, Pixels, PreprocessorConfig};
+use crate::image::{Pixels, PreprocessorConfig};
 use crate::lora::frozen::frozen_matmul;
 use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng, LoraWeights};
 use crate::model::checkpoint::CheckpointFiles;
 use crate::model::qwen3_vl::config::TextConfig;
 use crate::model::qwen3_vl::linear::AdapterSet;
-use crate::model::qwen3_vl::template::ChatTemplate;
 use crate::model::qwen3_vl::text::MropeTable;
 use crate::model::qwen3_vl::vision::VisionModel;
-use crate::model::qwen3_vl::{prompt, Config, Qwen3VlModel};
+use crate::model::qwen3_vl::{prompt, Config, Processor, ProcessorError, Qwen3VlModel};
 use crate::model::{Model, ModelError};
+use crate::ops;
 
 /// The seven linear layers of a decoder layer, by their HF suffix.
 pub const LINEARS: [&str; 7] = [
@@ -77,10 +76,8 @@ pub struct QwenTrain {
     dir: PathBuf,
     files: CheckpointFiles,
     pub cfg: Config,
-    tokenizer: Tokenizer,
-    processor: PreprocessorConfig,
-    /// The checkpoint's own chat template, as inference uses it; `None`: Qwen3-VL's format.
-    template: Option<ChatTemplate>,
+    /// The inference processor: training prompts are prepared exactly as test prompts.
+    processor: Processor,
     vision: VisionModel,
     /// f32.
     embed: Tensor,
@@ -138,24 +135,14 @@ impl QwenTrain {
         let files = CheckpointFiles::locate(dir)?;
         let cfg =
             Config::from_json(&files.read_config()?).map_err(|e| base_err(&files.config, e))?;
-        let processor = match &files.preprocessor {
-            Some(p) => PreprocessorConfig::from_file(p).map_err(|e| base_err(p, e))?,
-            None => {
-                return Err(base_err(
-                    &files.dir.join("preprocessor_config.json"),
-                    "missing (Qwen3-VL needs the image processor settings)",
-                ))
-            }
-        };
-        let tokenizer =
-            Tokenizer::from_file(&files.tokenizer).map_err(|e| base_err(&files.tokenizer, e))?;
+        let processor = Processor::load(&files, &cfg)?;
+        let tokenizer = processor.tokenizer();
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
                 .ok_or_else(|| base_err(&files.tokenizer, format!("has no `{t}` token")))
         };
         let end_of_turn = id(prompt::IM_END)?;
-        let template = ChatTemplate::from_dir(&files.dir).map_err(|e| base_err(&files.dir, e))?;
         let pad = id("<|endoftext|>").unwrap_or(end_of_turn);
         crate::model::checkpoint::check_safetensors(&files.weights)?;
         // SAFETY: the weight files are mapped read-only while the tensors are copied out.
@@ -230,9 +217,7 @@ impl QwenTrain {
             files,
             rope: MropeTable::new(t),
             cfg,
-            tokenizer,
             processor,
-            template,
             vision,
             embed,
             layers,
@@ -254,11 +239,11 @@ impl QwenTrain {
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        self.processor.tokenizer()
     }
 
     pub fn processor(&self) -> &PreprocessorConfig {
-        &self.processor
+        self.processor.image_config()
     }
 
     fn for_each_linear(
@@ -441,7 +426,7 @@ impl QwenTrain {
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
             let l = &layer.linears;
-            let hn = fused::rms_norm(&x, &layer.input_norm, eps)?;
+            let hn = ops::rms_norm(&x, &layer.input_norm, eps)?;
             let hw = hn.detach().to_dtype(self.wdtype)?;
             let q = self.linear(&l[0], &hn, &hw, rng)?.reshape((b, t, nh, hd))?;
             let k = self
@@ -450,24 +435,24 @@ impl QwenTrain {
             let v = self
                 .linear(&l[2], &hn, &hw, rng)?
                 .reshape((b, t, nkv, hd))?;
-            let q = fused::rms_norm(&q, &layer.q_norm, eps)?
+            let q = ops::rms_norm(&q, &layer.q_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = fused::rms_norm(&k, &layer.k_norm, eps)?
+            let k = ops::rms_norm(&k, &layer.k_norm, eps)?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
-            let q = fused::rope(&q, &cos, &sin)?;
-            let k = fused::rope(&k, &cos, &sin)?;
-            let y = fused::causal_attention(&q, &k, &v, scale)?
+            let q = ops::rope(&q, &cos, &sin)?;
+            let k = ops::rope(&k, &cos, &sin)?;
+            let y = ops::causal_attention(&q, &k, &v, scale)?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
             x = (x + self.linear(&l[3], &y, &y.detach().to_dtype(self.wdtype)?, rng)?)?;
-            let hn = fused::rms_norm(&x, &layer.post_norm, eps)?;
+            let hn = ops::rms_norm(&x, &layer.post_norm, eps)?;
             let hw = hn.detach().to_dtype(self.wdtype)?;
             let g = self.linear(&l[4], &hn, &hw, rng)?;
             let u = self.linear(&l[5], &hn, &hw, rng)?;
-            let gu = fused::silu_mul(&g, &u)?;
+            let gu = ops::silu_mul(&g, &u)?;
             x = (x + self.linear(&l[6], &gu, &gu.detach().to_dtype(self.wdtype)?, rng)?)?;
             if let Some((idx, ds)) = &visual {
                 if let Some(feat) = ds.get(i) {
@@ -478,7 +463,7 @@ impl QwenTrain {
                 }
             }
         }
-        Ok(fused::rms_norm(&x, &self.norm, eps)?)
+        Ok(ops::rms_norm(&x, &self.norm, eps)?)
     }
 
     /// Logits `(b, t, vocab)` f32 of every position through the training forward.
@@ -533,36 +518,23 @@ impl TrainableModel for QwenTrain {
 
     fn encode(&self, case: &Case, max_seq_len: usize) -> Result<Example, TrainError> {
         check_case(case)?;
-        // The prompt exactly as `Qwen3VlModel::render` writes it for inference.
-        let (text, sources) = match &self.template {
-            Some(t) => t
-                .render(&case.messages)
-                .map_err(|e| data_error(case, format!("chat template: {e}")))?,
-            None => prompt::render(&case.messages),
-        };
-        let mut images = Vec::with_capacity(sources.len());
-        for s in sources {
-            let img = image::load(s).map_err(|e| data_error(case, format!("image: {e}")))?;
-            let px = image::preprocess(&img, &self.processor)
-                .map_err(|e| data_error(case, format!("image: {e}")))?;
-            images.push(Arc::new(px));
-        }
-        let counts: Vec<usize> = images
-            .iter()
-            .map(|p| p.tokens(self.processor.merge_size))
-            .collect();
-        let prompt_ids = prompt::expand_image_tokens(
-            &encode_text(&self.tokenizer, &text)?,
-            self.cfg.image_token_id,
-            &counts,
-        )
-        .map_err(|e| data_error(case, e))?;
-        let mut target = encode_text(&self.tokenizer, target_text(case)?)?;
+        // The prompt exactly as `Qwen3VlModel` prepares it for inference.
+        let prepared = self
+            .processor
+            .prepare(&case.messages)
+            .map_err(|e| match e {
+                ProcessorError::Template(e) => data_error(case, format!("chat template: {e}")),
+                ProcessorError::Image(e) => data_error(case, format!("image: {e}")),
+                ProcessorError::Placeholders(e) => data_error(case, e),
+                ProcessorError::Tokenizer(e) => ModelError::Tokenizer(e).into(),
+            })?;
+        let images = prepared.images.into_iter().map(Arc::new).collect();
+        let mut target = encode_text(self.tokenizer(), target_text(case)?)?;
         target.push(self.end_of_turn);
         fit(
             Example {
                 name: case.id.test_name(),
-                prompt: prompt_ids,
+                prompt: prepared.ids,
                 target,
                 images,
             },
@@ -622,7 +594,7 @@ impl TrainableModel for QwenTrain {
         // Only answer positions go through the output head.
         let logits =
             frozen_matmul(&picked.to_dtype(self.wdtype)?, &self.head)?.to_dtype(DType::F32)?;
-        Ok(fused::nll(&logits, &batch.targets)?.sum_all()?)
+        Ok(ops::nll(&logits, &batch.targets)?.sum_all()?)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Model + '_>, TrainError> {

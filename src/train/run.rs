@@ -1,6 +1,7 @@
 //! The training loop: evaluate before, train with AdamW (accumulation, clipping, schedule), evaluate
-//! after each epoch (best checkpoint, early stopping), evaluate after, and write the adapter, the
-//! summaries and `run_metadata.json`.
+//! every `eval_every` steps and after each epoch (best checkpoint, early stopping on any report
+//! metric), evaluate after, and write the adapter, the summaries and `run_metadata.json`. Every
+//! evaluation goes through `train::eval`, the pipeline `vlmtest run` uses.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,20 +18,22 @@ use super::checkpoint::{
 };
 use super::config::TrainConfig;
 use super::data::Example;
-use super::eval::{improves, side_by_side, summarise, EvalSummary};
+use super::eval::{side_by_side, EvalSummary, Objective, Validation};
 use super::model::TrainableModel;
 use super::optim::{AdamW, AdamWParams, GradAccumulator};
 use super::schedule::{lr_at, warmup_steps};
 use super::TrainError;
 use crate::case::Case;
 use crate::lora::{LoraAdapter, LoraRng};
+use crate::run_store;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub before: Option<EvalSummary>,
     pub after: Option<EvalSummary>,
-    pub epochs: Vec<EvalSummary>,
+    /// The evaluations made during training (every `eval_every` steps and at epoch ends).
+    pub evals: Vec<EvalSummary>,
     pub state: TrainerState,
     pub adapter_dir: PathBuf,
     pub adapted_modules: usize,
@@ -60,65 +63,139 @@ struct RunMetadata<'a> {
     tokens_per_second: f64,
     eval_seconds: f64,
     final_loss: Option<f32>,
-    before: Option<Headline>,
-    after: Option<Headline>,
-    epochs: Vec<Headline>,
+    metric: &'a str,
+    best_metric: Option<f64>,
+    before: Option<Headline<'a>>,
+    after: Option<Headline<'a>>,
+    evals: Vec<Headline<'a>>,
     threads: usize,
     vlmtest_version: &'static str,
 }
 
+/// One evaluation's line in `run_metadata.json` and `evals.jsonl`.
 #[derive(Serialize)]
-struct Headline {
-    label: String,
+struct Headline<'a> {
+    label: &'a str,
     step: usize,
-    metrics: std::collections::BTreeMap<&'static str, f64>,
+    seconds: f64,
+    metrics: &'a std::collections::BTreeMap<String, f64>,
 }
 
-fn headline(s: &EvalSummary) -> Headline {
+fn headline(s: &EvalSummary) -> Headline<'_> {
     Headline {
-        label: s.label.clone(),
+        label: &s.label,
         step: s.step,
-        metrics: s.headline().into_iter().collect(),
+        seconds: s.seconds,
+        metrics: &s.metrics,
     }
 }
 
-/// Generates on `cases` and scores the answers; adds the teacher-forced validation loss.
-pub fn evaluate(
-    model: &dyn TrainableModel,
-    label: &str,
-    step: usize,
-    cases: &[&Case],
-    val_examples: &[Example],
-    max_new_tokens: usize,
-) -> Result<EvalSummary, TrainError> {
-    let start = Instant::now();
-    let mut snap = model.snapshot()?;
-    let mut answers = Vec::with_capacity(cases.len());
-    let options = crate::model::GenerationOptions { max_new_tokens };
-    for c in cases {
-        let req = crate::model::Request {
-            name: c.id.test_name(),
-            messages: &c.messages,
+/// The run's evaluations: runs each through the validation pipeline and records it as a summary
+/// file, a line of `evals.jsonl` and a stored run under `evals/<label>/` (so `vlmtest compare`
+/// reads any two of them), and keeps the best metric.
+struct Evaluations<'a> {
+    val: &'a Validation,
+    examples: Vec<Example>,
+    objective: Objective,
+    run_dir: &'a Path,
+    progress: bool,
+    seconds: f64,
+    /// The evaluations made during training, in order.
+    during: Vec<EvalSummary>,
+}
+
+impl Evaluations<'_> {
+    fn run(
+        &mut self,
+        model: &dyn TrainableModel,
+        label: &str,
+        step: usize,
+    ) -> Result<EvalSummary, TrainError> {
+        let s = self
+            .val
+            .evaluate(model, label, step, &self.examples, self.progress)?;
+        self.seconds += s.seconds;
+        self.record(&s, model)?;
+        Ok(s)
+    }
+
+    fn summary_path(&self, label: &str) -> PathBuf {
+        let name = match label {
+            "before" | "after" => format!("prebench_{label}_training_summary.json"),
+            other => format!("eval_{}_summary.json", other.replace('-', "_")),
         };
-        for a in snap.generate(&[req], &options) {
-            answers.push(a?.text);
-        }
+        self.run_dir.join(name)
     }
-    drop(snap);
-    let mut summary = summarise(label, step, cases, &answers, start);
-    if !val_examples.is_empty() {
-        let mut rng = LoraRng::new(0);
-        let (mut sum, mut n) = (0f64, 0usize);
-        for chunk in val_examples.chunks(4) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let b = plan(&refs, model.pad_id()).to_batch(model.device())?;
-            sum += model.loss_sum(&b, &mut rng)?.detach().to_scalar::<f32>()? as f64;
-            n += b.n_targets;
-        }
-        summary.val_loss = Some(sum / n.max(1) as f64);
+
+    fn record(&self, s: &EvalSummary, model: &dyn TrainableModel) -> Result<(), TrainError> {
+        save_json(&self.summary_path(&s.label), s)?;
+        let log = self.run_dir.join("evals.jsonl");
+        let line = serde_json::to_string(&headline(s)).map_err(|e| TrainError::Io {
+            path: log.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(TrainError::io(&log))?;
+        let folder = self.run_dir.join("evals").join(&s.label);
+        run_store::save_at(
+            &folder,
+            self.val.root(),
+            &format!("{}-{}", model.label(), s.label),
+            None,
+            std::slice::from_ref(&s.report),
+        )
+        .map_err(|e| TrainError::Io {
+            path: folder.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(())
     }
-    summary.seconds = start.elapsed().as_secs_f64();
-    Ok(summary)
+
+    /// Evaluates during training and judges the result: a new best saves `best/` (through
+    /// `save_best`), else the patience count grows; returns whether training should stop.
+    fn during_training(
+        &mut self,
+        model: &dyn TrainableModel,
+        label: &str,
+        cfg: &TrainConfig,
+        state: &mut TrainerState,
+        save_best: &dyn Fn() -> Result<(), TrainError>,
+        pb: &ProgressBar,
+    ) -> Result<bool, TrainError> {
+        let s = self.run(model, label, state.step)?;
+        let value = self.objective.value(&s)?;
+        pb.println(format!(
+            "{} (step {}): {} = {value:.4}",
+            s.label, s.step, self.objective.name
+        ));
+        let mut stop = false;
+        if self
+            .objective
+            .improves(value, state.best_metric, cfg.min_delta)
+        {
+            state.best_metric = Some(value);
+            state.best_step = Some(state.step);
+            state.bad_evals = 0;
+            save_best()?;
+        } else {
+            state.bad_evals += 1;
+            if cfg.patience > 0 && state.bad_evals >= cfg.patience {
+                state.stopped_early = true;
+                stop = true;
+                pb.println(format!(
+                    "early stop: no improvement of {} in {} evaluations",
+                    self.objective.name, state.bad_evals
+                ));
+            }
+        }
+        self.during.push(s);
+        Ok(stop)
+    }
 }
 
 /// Encodes cases, naming the first bad row; an empty list is an error.
@@ -145,12 +222,13 @@ fn progress(total: usize, start_at: usize) -> ProgressBar {
     pb
 }
 
-/// Runs the whole training. `train`/`val` are the loaded rows; `show_progress` draws the bar.
+/// Runs the whole training on the loaded `train_cases`, evaluating on `val` (capped by
+/// `eval_max_samples`); `show_progress` draws the bar.
 pub fn train(
     cfg: &TrainConfig,
     model: &mut dyn TrainableModel,
     train_cases: &[Case],
-    val_cases: &[Case],
+    val: Validation,
     show_progress: bool,
 ) -> Result<RunReport, TrainError> {
     let run_dir = cfg.output_dir.as_path();
@@ -159,18 +237,28 @@ pub fn train(
     if cfg.max_train_samples > 0 {
         examples.truncate(cfg.max_train_samples);
     }
-    let val: Vec<&Case> = val_cases
-        .iter()
-        .take(if cfg.eval_max_samples > 0 {
-            cfg.eval_max_samples
-        } else {
-            usize::MAX
-        })
-        .collect();
+    let val = val.limit(cfg.eval_max_samples, cfg.eval_max_new_tokens);
+    // The loss is measured on the validation cases that have a reference answer.
     let val_examples: Vec<Example> = val
-        .iter()
+        .cases()
+        .into_iter()
+        .filter(|c| c.reference.is_some())
         .map(|c| model.encode(c, cfg.max_seq_len))
         .collect::<Result<_, _>>()?;
+    let has_val = !val.is_empty();
+    let objective = Objective::parse(&cfg.metric).map_err(|reason| TrainError::Config {
+        field: "metric",
+        reason,
+    })?;
+    let mut evals = Evaluations {
+        val: &val,
+        examples: val_examples,
+        objective,
+        run_dir,
+        progress: show_progress,
+        seconds: 0.0,
+        during: Vec::new(),
+    };
 
     let adapter_cfg = cfg.adapter_config();
     let varmap = VarMap::new();
@@ -204,25 +292,14 @@ pub fn train(
             state = saved;
         }
     }
-    let mut eval_seconds = 0.0;
-    let before_path = run_dir.join("prebench_before_training_summary.json");
-    let before = if cfg.eval_before && !val.is_empty() {
+    let before_path = evals.summary_path("before");
+    let before = if cfg.eval_before && has_val {
         if resumed_from_step.is_some() && before_path.is_file() {
             std::fs::read_to_string(&before_path)
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
         } else {
-            let s = evaluate(
-                &*model,
-                "before",
-                0,
-                &val,
-                &val_examples,
-                cfg.eval_max_new_tokens,
-            )?;
-            eval_seconds += s.seconds;
-            save_json(&before_path, &s)?;
-            Some(s)
+            Some(evals.run(&*model, "before", 0)?)
         }
     } else {
         None
@@ -233,7 +310,9 @@ pub fn train(
     } else {
         ProgressBar::hidden()
     };
-    let mut epochs_evals: Vec<EvalSummary> = Vec::new();
+    let save_best = || -> Result<(), TrainError> {
+        Ok(adapter_from_vars(&adapter_cfg, &vars)?.save(&run_dir.join("best"))?)
+    };
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.train_seconds);
     // Evaluations inside the loop are not training time; the "before" one ran before `started`.
     let mut eval_in_loop = 0.0;
@@ -316,43 +395,33 @@ pub fn train(
                     &state,
                 )?;
             }
+            if has_val && cfg.eval_every > 0 && state.step % cfg.eval_every == 0 {
+                let t = Instant::now();
+                let label = format!("step-{}", state.step);
+                let stop =
+                    evals.during_training(&*model, &label, cfg, &mut state, &save_best, &pb)?;
+                eval_in_loop += t.elapsed().as_secs_f64();
+                if stop {
+                    save_last(
+                        run_dir,
+                        &adapter_from_vars(&adapter_cfg, &vars)?,
+                        &opt,
+                        &state,
+                    )?;
+                    break 'epochs;
+                }
+            }
         }
         epoch += 1;
         state.epoch = epoch;
         state.group_in_epoch = 0;
-        if cfg.eval_each_epoch && !val.is_empty() {
-            let s = evaluate(
-                &*model,
-                &format!("epoch-{epoch}"),
-                state.step,
-                &val,
-                &val_examples,
-                cfg.eval_max_new_tokens,
-            )?;
-            eval_seconds += s.seconds;
-            eval_in_loop += s.seconds;
-            save_json(
-                &run_dir.join(format!("eval_epoch_{epoch}_summary.json")),
-                &s,
-            )?;
-            let value = s.metric(cfg.metric).or(s.val_loss).unwrap_or(s.score);
-            pb.println(format!("epoch {epoch}: {:?} = {value:.4}", cfg.metric));
-            if improves(cfg.metric, value, state.best_metric) {
-                state.best_metric = Some(value);
-                state.best_step = Some(state.step);
-                state.bad_evals = 0;
-                adapter_from_vars(&adapter_cfg, &vars)?.save(&run_dir.join("best"))?;
-            } else {
-                state.bad_evals += 1;
-                if cfg.patience > 0 && state.bad_evals >= cfg.patience {
-                    state.stopped_early = true;
-                    pb.println(format!(
-                        "early stop: no improvement in {} evaluations",
-                        state.bad_evals
-                    ));
-                }
-            }
-            epochs_evals.push(s);
+        let evaluated_here = evals.during.last().is_some_and(|e| e.step == state.step);
+        if cfg.eval_each_epoch && has_val && !evaluated_here {
+            let t = Instant::now();
+            let label = format!("epoch-{epoch}");
+            // A stop here ends the epoch loop through `state.stopped_early`.
+            evals.during_training(&*model, &label, cfg, &mut state, &save_best, &pb)?;
+            eval_in_loop += t.elapsed().as_secs_f64();
         }
         save_last(
             run_dir,
@@ -390,28 +459,19 @@ pub fn train(
         }
     }
     let final_step = state.best_step.unwrap_or(state.step);
-    let reusable = epochs_evals
+    let reusable = evals
+        .during
         .iter()
         .rev()
         .find(|e| e.step == final_step)
         .cloned();
     let after = if let Some(mut s) = reusable {
-        // The final adapter was already evaluated after its epoch: same weights, same answers.
+        // The final adapter was already evaluated at its step: same weights, same answers.
         s.label = "after".into();
-        save_json(&run_dir.join("prebench_after_training_summary.json"), &s)?;
+        evals.record(&s, &*model)?;
         Some(s)
-    } else if !val.is_empty() {
-        let s = evaluate(
-            &*model,
-            "after",
-            state.best_step.unwrap_or(state.step),
-            &val,
-            &val_examples,
-            cfg.eval_max_new_tokens,
-        )?;
-        eval_seconds += s.seconds;
-        save_json(&run_dir.join("prebench_after_training_summary.json"), &s)?;
-        Some(s)
+    } else if has_val {
+        Some(evals.run(&*model, "after", final_step)?)
     } else {
         None
     };
@@ -423,7 +483,7 @@ pub fn train(
         train_rows: examples.len(),
         train_tokens: lengths.iter().sum(),
         train_target_tokens: examples.iter().map(|e| e.target.len()).sum(),
-        val_rows: val.len(),
+        val_rows: val.cases().len(),
         adapted_modules: modules.len(),
         trainable_params,
         total_steps: total,
@@ -434,11 +494,13 @@ pub fn train(
         train_seconds: state.train_seconds,
         seconds_per_step: state.train_seconds / steps_run.max(1) as f64,
         tokens_per_second: state.tokens_seen as f64 / state.train_seconds.max(1e-9),
-        eval_seconds,
+        eval_seconds: evals.seconds,
         final_loss: state.losses.last().map(|l| l.1),
+        metric: &cfg.metric,
+        best_metric: state.best_metric,
         before: before.as_ref().map(headline),
         after: after.as_ref().map(headline),
-        epochs: epochs_evals.iter().map(headline).collect(),
+        evals: evals.during.iter().map(headline).collect(),
         threads: candle_core::utils::get_num_threads(),
         vlmtest_version: env!("CARGO_PKG_VERSION"),
     };
@@ -446,7 +508,7 @@ pub fn train(
     Ok(RunReport {
         before,
         after,
-        epochs: epochs_evals,
+        evals: evals.during.clone(),
         state,
         adapter_dir,
         adapted_modules: modules.len(),

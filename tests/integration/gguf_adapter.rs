@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use vlmtest::case::{Message, Role};
+use vlmtest::model::adapted_gguf::AdaptedGguf;
 use vlmtest::model::fetch::ensure_default_model;
 use vlmtest::model::openai::OpenAiModel;
 use vlmtest::model::{GenerationOptions, Model, Request};
 use vlmtest::serve::http::{spawn, ServerConfig};
-use vlmtest::serve::load_logits_model;
-use vlmtest::train::model::AdaptedGguf;
+use vlmtest::serve::load_decoder;
 
 const FACTS: [(&str, &str); 4] = [
     ("What is the code word for blue?", "Zebra 42"),
@@ -135,7 +135,7 @@ fn a_trained_adapter_is_evaluated_with_vlmtest_run() {
     assert_eq!(passed(&again), passed(&tuned));
 
     // The same adapter behind `vlmtest serve` answers over HTTP as it does in process.
-    let (served, _) = load_logits_model("smollm2", Some(&adapter)).expect("serve loads it");
+    let (served, _) = load_decoder("smollm2", Some(&adapter)).expect("serve loads it");
     let config = ServerConfig {
         name: "tuned".into(),
         max_tokens_cap: 16,

@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use vlmtest::case::{Case, CaseId, Message, Origin, Role};
 use vlmtest::judge::{JudgeItem, JudgeRunner, JudgeSettings};
 use vlmtest::model::fetch::ensure_default_model;
+use vlmtest::model::gguf::GgufModel;
 use vlmtest::model::openai::OpenAiModel;
 use vlmtest::model::{GenerationOptions, Model, Request};
 use vlmtest::score::ScoreStatus;
 use vlmtest::serve::http::{spawn, ServerConfig, ServerHandle};
-use vlmtest::serve::GgufLogits;
 
 fn server() -> ServerHandle {
     let path = ensure_default_model().expect("default model");
-    let model = GgufLogits::load(&path).expect("load");
+    let model = GgufModel::load(&path).expect("load");
     let config = ServerConfig {
         name: "smollm2".into(),
         max_tokens_cap: 256,

@@ -807,11 +807,11 @@ fn a_torn_last_line_is_cut_off_and_redone() {
 #[test]
 fn annotate_against_vlmtest_serve_on_the_tiny_qwen3_vl_fixture() {
     use vlmtest::serve::http::{spawn, ServerConfig};
-    use vlmtest::serve::load_logits_model;
+    use vlmtest::serve::load_decoder;
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("tiny");
     fixture::write_checkpoint(&ckpt, &fixture::Spec::tiny(), 7, candle_core::DType::F32).unwrap();
-    let (model, _) = load_logits_model(ckpt.to_str().unwrap(), None).unwrap();
+    let (model, _) = load_decoder(ckpt.to_str().unwrap(), None).unwrap();
     let server = spawn(
         model,
         &ServerConfig {

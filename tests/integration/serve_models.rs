@@ -13,7 +13,7 @@ use vlmtest::model::qwen3_vl::fixture::{self, AdapterSpec, Spec};
 use vlmtest::model::qwen3_vl::Qwen3VlModel;
 use vlmtest::model::{GenerationOptions, Model, Request};
 use vlmtest::serve::http::{spawn, ServerConfig, ServerHandle};
-use vlmtest::serve::load_logits_model;
+use vlmtest::serve::load_decoder;
 
 fn tiny_with_adapter(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let ckpt = dir.join("tiny");
@@ -30,7 +30,7 @@ fn tiny_with_adapter(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn serve(spec: &Path, adapter: &Path) -> ServerHandle {
-    let (model, _) = load_logits_model(spec.to_str().unwrap(), Some(adapter)).expect("load");
+    let (model, _) = load_decoder(spec.to_str().unwrap(), Some(adapter)).expect("load");
     let config = ServerConfig {
         name: "tiny".into(),
         max_tokens_cap: 64,
@@ -125,14 +125,14 @@ fn a_served_qwen3_vl_checkpoint_replies_json_under_a_schema() {
 
 #[test]
 fn only_local_models_are_served() {
-    let e = load_logits_model("replay:answers.jsonl", None)
+    let e = load_decoder("replay:answers.jsonl", None)
         .err()
         .expect("refused")
         .to_string();
     assert!(e.contains("serves a local model"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     let (ckpt, _) = tiny_with_adapter(dir.path());
-    let e = load_logits_model(ckpt.to_str().unwrap(), Some(&dir.path().join("none")))
+    let e = load_decoder(ckpt.to_str().unwrap(), Some(&dir.path().join("none")))
         .err()
         .expect("missing adapter")
         .to_string();

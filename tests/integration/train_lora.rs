@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use clap::Parser;
 use vlmtest::lora::LoraAdapter;
+use vlmtest::model::adapted_gguf::AdaptedGguf;
 use vlmtest::model::fetch::ensure_default_model;
 use vlmtest::train::cli::{load_rows, run, Cli};
 use vlmtest::train::config::{Schedule, TrainArgs, TrainConfig};
-use vlmtest::train::model::{AdaptedGguf, SmolLm};
+use vlmtest::train::eval::Validation;
+use vlmtest::train::model::SmolLm;
 use vlmtest::train::run::train;
 
 const FACTS: [(&str, &str); 4] = [
@@ -70,7 +72,14 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
     let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
     let cfg = config(dir.path(), &rows_path, "run", 20);
     let mut model = SmolLm::load(&base()).unwrap();
-    let report = train(&cfg, &mut model, &rows, &rows, false).unwrap();
+    let report = train(
+        &cfg,
+        &mut model,
+        &rows,
+        Validation::of_rows(rows.clone()),
+        false,
+    )
+    .unwrap();
 
     let losses: Vec<f32> = report.state.losses.iter().map(|l| l.1).collect();
     let first = losses[..2].iter().sum::<f32>() / 2.0;
@@ -78,17 +87,21 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
     assert!(last < first * 0.3, "loss did not fall enough: {losses:?}");
     let (before, after) = (report.before.unwrap(), report.after.unwrap());
     assert!(
-        after.exact_match > before.exact_match,
+        after.metric("score.exact_normalised").unwrap()
+            > before.metric("score.exact_normalised").unwrap(),
         "before {before:?}\nafter {after:?}"
     );
-    assert!(after.exact_match >= 0.75, "{after:?}");
-    assert!(after.val_loss.unwrap() < before.val_loss.unwrap());
+    assert!(
+        after.metric("score.exact_normalised").unwrap() >= 0.75,
+        "{after:?}"
+    );
+    assert!(after.metric("val_loss").unwrap() < before.metric("val_loss").unwrap());
 
     // The PEFT folder reloads onto the GGUF and answers exactly as the trainer's own evaluation.
     let adapter = LoraAdapter::load(&report.adapter_dir, &Device::Cpu).unwrap();
     assert_eq!(adapter.modules.len(), 30 * 7);
     let reloaded = AdaptedGguf::load(&base(), Some(&report.adapter_dir)).unwrap();
-    for (case, row) in rows.iter().zip(&after.rows) {
+    for (case, row) in rows.iter().zip(&after.rows()) {
         assert_eq!(
             reloaded.answer(&case.messages, 8).unwrap().text,
             row.answer,
@@ -121,16 +134,30 @@ fn an_interrupted_run_resumes_to_the_same_adapter() {
         &straight,
         &mut SmolLm::load(&base()).unwrap(),
         &rows,
-        &[],
+        Validation::none(),
         false,
     )
     .unwrap();
 
     let mut cut = quiet(config(dir.path(), &rows_path, "cut", 1));
-    let first = train(&cut, &mut SmolLm::load(&base()).unwrap(), &rows, &[], false).unwrap();
+    let first = train(
+        &cut,
+        &mut SmolLm::load(&base()).unwrap(),
+        &rows,
+        Validation::none(),
+        false,
+    )
+    .unwrap();
     assert_eq!(first.state.step, 1);
     cut.max_steps = 3;
-    let resumed = train(&cut, &mut SmolLm::load(&base()).unwrap(), &rows, &[], false).unwrap();
+    let resumed = train(
+        &cut,
+        &mut SmolLm::load(&base()).unwrap(),
+        &rows,
+        Validation::none(),
+        false,
+    )
+    .unwrap();
     assert_eq!(resumed.resumed_from_step, Some(1));
     assert_eq!(resumed.state.step, 3);
 
@@ -224,4 +251,80 @@ fn bad_rows_and_settings_are_clear_errors() {
         err.contains("train.toml") && err.contains("learning_rat"),
         "{err}"
     );
+}
+
+/// The trainer evaluates through `vlmtest run`'s pipeline: on a project suite with its own
+/// scorers and gate, every `eval_every` steps, and its after-summary carries exactly the numbers a
+/// `vlmtest run --adapter` of the saved adapter reports, metric by metric and answer by answer.
+#[test]
+fn the_trainers_after_summary_equals_a_vlmtest_run_of_the_saved_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("cases")).unwrap();
+    let rows_path = write_rows(&project.join("cases"), "facts.jsonl", &FACTS);
+    std::fs::write(
+        project.join("vlmtest.toml"),
+        "[model]\nmax_new_tokens = 8\n\n[suites.facts]\nrow_scorers = [\"exact\", \"token_f1\"]\n\n\
+         [suites.facts.gates]\npass_rate = 0.5\n",
+    )
+    .unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let mut cfg = config(dir.path(), &rows_path, "run", 6);
+    cfg.val.clear();
+    cfg.suite = Some("facts".into());
+    cfg.project = project.clone();
+    cfg.eval_every = 3;
+    cfg.metric = "score.token_f1".into();
+    cfg.patience = 0;
+    cfg.validate().unwrap();
+    let val = Validation::of_suite(&project, "facts").unwrap();
+    let report = train(&cfg, &mut SmolLm::load(&base()).unwrap(), &rows, val, false).unwrap();
+    let labels: Vec<&str> = report.evals.iter().map(|e| e.label.as_str()).collect();
+    assert_eq!(labels, ["step-3", "step-6"]);
+    let after = report.after.unwrap();
+    assert!(after.report.gates.iter().any(|g| g.name == "pass_rate"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlmtest"))
+        .arg("--root")
+        .arg(&project)
+        .args(["run", "--suite", "facts", "--model"])
+        .arg(base())
+        .arg("--adapter")
+        .arg(&report.adapter_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env("VLMTEST_ANSWER_CACHE", dir.path().join("answers"))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run =
+        vlmtest::report::read_json(&project.join("target/vlmtest/report-facts.json")).unwrap();
+    let mut trained = after.metrics.clone();
+    assert!(trained.remove("val_loss").is_some());
+    assert_eq!(vlmtest::report::gate::metrics(&run), trained);
+    assert_eq!(run.gates, after.report.gates);
+    for v in &run.verdicts {
+        let answer = v.answer.as_ref().map(|a| a.text.as_str());
+        assert_eq!(answer, after.answer(&v.name), "{}", v.name);
+    }
+
+    // Each evaluation is a stored run: `vlmtest compare` reads the before and after folders.
+    let evals = cfg.output_dir.join("evals");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlmtest"))
+        .arg("compare")
+        .arg(evals.join("before"))
+        .arg(evals.join("after"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cmp["suites"][0]["suite"], "facts", "{cmp}");
 }

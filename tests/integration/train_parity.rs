@@ -9,9 +9,10 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama as hf;
 use vlmtest::case::{Message, Role};
 use vlmtest::lora::LoraRng;
+use vlmtest::model::adapted_gguf::AdaptedGguf;
 use vlmtest::model::fetch::ensure_default_model;
-use vlmtest::train::llama::KvCache;
-use vlmtest::train::model::{AdaptedGguf, SmolLm};
+use vlmtest::model::llama_f32::KvCache;
+use vlmtest::train::model::SmolLm;
 
 #[test]
 fn training_forward_matches_candle_llama_on_smollm2() {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use vlmtest::lora::{AdapterConfig, LoraAdapter, LoraRng, TargetModules};
+use vlmtest::model::llama_f32::{Llama, LlamaConfig};
 use vlmtest::train::checkpoint::{adapter_from_vars, named_vars, save_json, save_merged};
-use vlmtest::train::llama::{Llama, LlamaConfig};
 
 fn tiny() -> LlamaConfig {
     LlamaConfig {

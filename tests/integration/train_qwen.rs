@@ -17,6 +17,7 @@ use vlmtest::model::{GenerationOptions, Model, Request};
 use vlmtest::train::batch::plan;
 use vlmtest::train::cli::{load_rows, run, Cli};
 use vlmtest::train::config::{DeviceKind, Schedule, TrainArgs, TrainConfig};
+use vlmtest::train::eval::Validation;
 use vlmtest::train::model::{load_base, TrainableModel};
 use vlmtest::train::qwen::QwenTrain;
 use vlmtest::train::run::train;
@@ -100,7 +101,14 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     // Routed by config.json's model_type, as `vlmtest-train --base <folder>` does.
     let mut model = load_base(&cfg.base, &Device::Cpu, None).unwrap();
     assert!(model.label().starts_with("qwen3-vl-"));
-    let report = train(&cfg, model.as_mut(), &rows, &rows, false).unwrap();
+    let report = train(
+        &cfg,
+        model.as_mut(),
+        &rows,
+        Validation::of_rows(rows.clone()),
+        false,
+    )
+    .unwrap();
 
     let losses: Vec<f32> = report.state.losses.iter().map(|l| l.1).collect();
     let first = losses[..2].iter().sum::<f32>() / 2.0;
@@ -108,11 +116,14 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     assert!(last < first * 0.2, "loss did not fall enough: {losses:?}");
     let (before, after) = (report.before.unwrap(), report.after.unwrap());
     assert!(
-        after.score > before.score,
+        after.metric("score.token_f1").unwrap() > before.metric("score.token_f1").unwrap(),
         "before {before:?}\nafter {after:?}"
     );
-    assert!(after.exact_match >= 0.75, "{after:?}");
-    assert!(after.val_loss.unwrap() < before.val_loss.unwrap());
+    assert!(
+        after.metric("score.exact_normalised").unwrap() >= 0.75,
+        "{after:?}"
+    );
+    assert!(after.metric("val_loss").unwrap() < before.metric("val_loss").unwrap());
 
     // PEFT's names for Qwen3VLForConditionalGeneration's text layers.
     let adapter = LoraAdapter::load(&report.adapter_dir, &Device::Cpu).unwrap();
@@ -126,7 +137,7 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     let opts = GenerationOptions {
         max_new_tokens: cfg.eval_max_new_tokens,
     };
-    for (case, row) in rows.iter().zip(&after.rows) {
+    for (case, row) in rows.iter().zip(&after.rows()) {
         let req = Request {
             name: row.case.clone(),
             messages: &case.messages,
@@ -137,7 +148,7 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     // The merged folder is a checkpoint of its own with the same answers.
     let mut merged =
         Qwen3VlModel::load(&cfg.output_dir.join("merged"), None, &Device::Cpu).unwrap();
-    for (case, row) in rows.iter().zip(&after.rows) {
+    for (case, row) in rows.iter().zip(&after.rows()) {
         let req = Request {
             name: row.case.clone(),
             messages: &case.messages,
@@ -160,7 +171,7 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
         })
         .collect();
     let answers = spec_model.generate(&reqs, &opts);
-    for (a, row) in answers.into_iter().zip(&after.rows) {
+    for (a, row) in answers.into_iter().zip(&after.rows()) {
         assert_eq!(a.unwrap().text, row.answer, "{}", row.case);
     }
 
@@ -281,17 +292,24 @@ fn an_interrupted_qwen_run_resumes_to_the_same_adapter() {
     };
     let fresh = || load_base(ckpt.to_str().unwrap(), &Device::Cpu, None).unwrap();
     let straight = setup("straight", 3);
-    train(&straight, fresh().as_mut(), &rows, &[], false).unwrap();
+    train(
+        &straight,
+        fresh().as_mut(),
+        &rows,
+        Validation::none(),
+        false,
+    )
+    .unwrap();
     let mut cut = setup("cut", 1);
     assert_eq!(
-        train(&cut, fresh().as_mut(), &rows, &[], false)
+        train(&cut, fresh().as_mut(), &rows, Validation::none(), false)
             .unwrap()
             .state
             .step,
         1
     );
     cut.max_steps = 3;
-    let resumed = train(&cut, fresh().as_mut(), &rows, &[], false).unwrap();
+    let resumed = train(&cut, fresh().as_mut(), &rows, Validation::none(), false).unwrap();
     assert_eq!(resumed.resumed_from_step, Some(1));
     let a = LoraAdapter::load(&straight.output_dir.join("adapter"), &Device::Cpu).unwrap();
     let b = LoraAdapter::load(&cut.output_dir.join("adapter"), &Device::Cpu).unwrap();

@@ -1,7 +1,8 @@
-//! A Llama-family text model (SmolLM2) for LoRA training, with weights dequantized from a GGUF.
+//! A Llama-family text network (SmolLM2) in f32, with weights dequantized from a GGUF and
+//! LoRA-capable linear layers: the trainer fine-tunes it, and `adapted_gguf` answers with it.
 //!
 //! Two forwards share the weights. The training forward uses only ops with a backward pass
-//! (`train::fused`'s RMSNorm, causal softmax, rotary and SiLU gate): candle's fused `rms_norm`,
+//! (`crate::ops`' RMSNorm, causal softmax, rotary and SiLU gate): candle's fused `rms_norm`,
 //! `softmax_last_dim` and `rope` have none, and a graph through them silently yields zero LoRA
 //! gradients. The generation forward uses candle's fused ops and a KV cache on merged weights.
 //!
@@ -16,8 +17,9 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{Linear, Module, VarMap};
 
-use super::{fused, TrainError};
+use super::ModelError;
 use crate::lora::{AdapterConfig, LoraAdapter, LoraLinear, LoraRng};
+use crate::ops;
 
 /// The seven linear layers of a block, by their HF suffix, with their GGUF names.
 pub const LINEARS: [(&str, &str); 7] = [
@@ -77,12 +79,12 @@ pub struct Llama {
     device: Device,
 }
 
-fn md_u32(c: &gguf_file::Content, key: &str, path: &Path) -> Result<usize, TrainError> {
+fn md_u32(c: &gguf_file::Content, key: &str, path: &Path) -> Result<usize, ModelError> {
     c.metadata
         .get(key)
         .and_then(|v| v.to_u32().ok())
         .map(|v| v as usize)
-        .ok_or_else(|| TrainError::Base {
+        .ok_or_else(|| ModelError::Corrupt {
             path: path.to_owned(),
             reason: format!("metadata key `{key}` missing"),
         })
@@ -103,8 +105,8 @@ pub fn unpermute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
 
 impl Llama {
     /// Loads and dequantizes a Llama-architecture GGUF to f32.
-    pub fn from_gguf(path: &Path, device: &Device) -> Result<Self, TrainError> {
-        let base_err = |reason: String| TrainError::Base {
+    pub fn from_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let base_err = |reason: String| ModelError::Corrupt {
             path: path.to_owned(),
             reason,
         };
@@ -117,7 +119,7 @@ impl Llama {
             .cloned();
         if arch.as_deref() != Some("llama") {
             return Err(base_err(format!(
-                "architecture {arch:?} is not supported for training, only \"llama\""
+                "architecture {arch:?} is not supported by the f32 Llama network, only \"llama\""
             )));
         }
         let n_layers = md_u32(&content, "llama.block_count", path)?;
@@ -128,7 +130,7 @@ impl Llama {
         let rms_eps =
             md_f32(&content, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
         let intermediate = md_u32(&content, "llama.feed_forward_length", path)?;
-        let mut get = |name: &str| -> Result<Tensor, TrainError> {
+        let mut get = |name: &str| -> Result<Tensor, ModelError> {
             let q = content
                 .tensor(&mut file, name, device)
                 .map_err(|e| base_err(format!("tensor `{name}`: {e}")))?;
@@ -178,9 +180,9 @@ impl Llama {
     }
 
     /// A model with seeded random weights, for tests that need a real forward but not a real model.
-    pub fn random(cfg: LlamaConfig, seed: u64, device: &Device) -> Result<Self, TrainError> {
+    pub fn random(cfg: LlamaConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
         let mut rng = LoraRng::new(seed);
-        let mut t = |shape: (usize, usize), bound: f32| -> Result<Tensor, TrainError> {
+        let mut t = |shape: (usize, usize), bound: f32| -> Result<Tensor, ModelError> {
             Ok(Tensor::from_vec(
                 rng.uniform(shape.0 * shape.1, bound),
                 shape,
@@ -236,8 +238,8 @@ impl Llama {
 
     fn for_each_linear(
         &mut self,
-        mut f: impl FnMut(&str, &mut LoraLinear) -> Result<(), TrainError>,
-    ) -> Result<(), TrainError> {
+        mut f: impl FnMut(&str, &mut LoraLinear) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
         for (i, b) in self.blocks.iter_mut().enumerate() {
             for ((hf, _), l) in LINEARS.iter().zip(b.linears.iter_mut()) {
                 f(&format!("model.layers.{i}.{hf}"), l)?;
@@ -253,7 +255,7 @@ impl Llama {
         cfg: &AdapterConfig,
         varmap: &VarMap,
         rng: &mut LoraRng,
-    ) -> Result<Vec<String>, TrainError> {
+    ) -> Result<Vec<String>, ModelError> {
         let shapes = self.linear_shapes();
         let picked = cfg.select_modules(shapes.keys().map(String::as_str), None)?;
         self.for_each_linear(|name, l| {
@@ -266,7 +268,7 @@ impl Llama {
     }
 
     /// Applies a loaded adapter (frozen), after checking it against this model's layers.
-    pub fn attach_adapter(&mut self, adapter: &LoraAdapter) -> Result<(), TrainError> {
+    pub fn attach_adapter(&mut self, adapter: &LoraAdapter) -> Result<(), ModelError> {
         adapter.check_against(&self.linear_shapes())?;
         self.for_each_linear(|name, l| {
             *l = adapter.apply(name, l.base().clone())?;
@@ -276,7 +278,7 @@ impl Llama {
 
     /// A frozen copy for generation: LoRA updates merged into the weights and detached from the
     /// training graph.
-    pub fn merged_copy(&self) -> Result<Self, TrainError> {
+    pub fn merged_copy(&self) -> Result<Self, ModelError> {
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             let mut linears = Vec::with_capacity(b.linears.len());
@@ -301,7 +303,7 @@ impl Llama {
 
     /// The merged f32 weights under HF names (`model.layers.N.self_attn.q_proj.weight`, …), for a
     /// merged checkpoint.
-    pub fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, TrainError> {
+    pub fn merged_state_dict(&self) -> Result<BTreeMap<String, Tensor>, ModelError> {
         let mut out = BTreeMap::new();
         out.insert("model.embed_tokens.weight".to_owned(), self.embed.clone());
         out.insert("model.norm.weight".to_owned(), self.norm.clone());
@@ -338,7 +340,7 @@ impl Llama {
 
     /// The differentiable forward: final hidden states (B, T, H) for token ids (B, T). Right
     /// padding needs no key mask: the causal mask already keeps real tokens from seeing later pads.
-    pub fn forward_train(&self, ids: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+    pub fn forward_train(&self, ids: &Tensor, rng: &mut LoraRng) -> Result<Tensor, ModelError> {
         let (b, t) = ids.dims2()?;
         let c = &self.cfg;
         let mut x = self
@@ -348,7 +350,7 @@ impl Llama {
         let (cos, sin) = self.rope_tables(0, t)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for blk in &self.blocks {
-            let h = fused::rms_norm(&x, &blk.attn_norm, c.rms_eps as f32)?;
+            let h = ops::rms_norm(&x, &blk.attn_norm, c.rms_eps as f32)?;
             let l = &blk.linears;
             let heads = |y: Tensor, n: usize| {
                 y.reshape((b, t, n, c.head_dim))?
@@ -358,18 +360,18 @@ impl Llama {
             let q = heads(l[0].forward_train(&h, rng)?, c.n_heads)?;
             let k = heads(l[1].forward_train(&h, rng)?, c.n_kv_heads)?;
             let v = heads(l[2].forward_train(&h, rng)?, c.n_kv_heads)?;
-            let q = fused::rope(&q, &cos, &sin)?;
-            let k = fused::rope(&k, &cos, &sin)?;
-            let y = fused::causal_attention(&q, &k, &v, scale)?
+            let q = ops::rope(&q, &cos, &sin)?;
+            let k = ops::rope(&k, &cos, &sin)?;
+            let y = ops::causal_attention(&q, &k, &v, scale)?
                 .transpose(1, 2)?
                 .reshape((b, t, c.hidden))?;
             x = (x + l[3].forward_train(&y, rng)?)?;
-            let h = fused::rms_norm(&x, &blk.ffn_norm, c.rms_eps as f32)?;
+            let h = ops::rms_norm(&x, &blk.ffn_norm, c.rms_eps as f32)?;
             let g = l[4].forward_train(&h, rng)?;
             let u = l[5].forward_train(&h, rng)?;
-            x = (x + l[6].forward_train(&fused::silu_mul(&g, &u)?, rng)?)?;
+            x = (x + l[6].forward_train(&ops::silu_mul(&g, &u)?, rng)?)?;
         }
-        Ok(fused::rms_norm(&x, &self.norm, c.rms_eps as f32)?)
+        Ok(ops::rms_norm(&x, &self.norm, c.rms_eps as f32)?)
     }
 
     /// Summed cross-entropy over the target positions of a padded batch. `positions` index the
@@ -381,24 +383,24 @@ impl Llama {
         positions: &Tensor,
         targets: &Tensor,
         rng: &mut LoraRng,
-    ) -> Result<Tensor, TrainError> {
+    ) -> Result<Tensor, ModelError> {
         let hidden = self.forward_train(ids, rng)?;
         let (b, t, h) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, h))?.index_select(positions, 0)?;
         let logits = crate::lora::frozen::frozen_matmul(&picked, &self.embed)?;
-        Ok(fused::nll(&logits, targets)?.sum_all()?)
+        Ok(ops::nll(&logits, targets)?.sum_all()?)
     }
 
     /// Logits (B, T, V) of every position, through the training forward (with `rng`'s dropout when
     /// the LoRA layers have any).
-    pub fn logits(&self, ids: &Tensor, rng: &mut LoraRng) -> Result<Tensor, TrainError> {
+    pub fn logits(&self, ids: &Tensor, rng: &mut LoraRng) -> Result<Tensor, ModelError> {
         let hidden = self.forward_train(ids, rng)?;
         Ok(hidden.broadcast_matmul(&self.embed.t()?)?)
     }
 
     /// Next-token logits (V) of the last position, feeding `ids` after `cache` (fused ops; use on
     /// a `merged_copy`).
-    pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor, TrainError> {
+    pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor, ModelError> {
         let c = &self.cfg;
         let t = ids.len();
         let start = cache.len;
@@ -464,30 +466,6 @@ impl Llama {
         let last = x.i((0, t - 1))?;
         let last = candle_nn::ops::rms_norm(&last.unsqueeze(0)?, &self.norm, c.rms_eps as f32)?;
         Ok(last.matmul(&self.embed.t()?)?.squeeze(0)?)
-    }
-
-    /// Greedy decoding from prompt ids until a stop id or `max_new` tokens.
-    pub fn generate_ids(
-        &self,
-        prompt: &[u32],
-        stop: &[u32],
-        max_new: usize,
-    ) -> Result<Vec<u32>, TrainError> {
-        let mut cache = KvCache::default();
-        let mut logits = self.forward_cached(prompt, &mut cache)?;
-        let mut out = Vec::new();
-        while out.len() < max_new {
-            let next = logits.argmax(0)?.to_scalar::<u32>()?;
-            if stop.contains(&next) {
-                break;
-            }
-            out.push(next);
-            if out.len() == max_new {
-                break;
-            }
-            logits = self.forward_cached(&[next], &mut cache)?;
-        }
-        Ok(out)
     }
 }
 

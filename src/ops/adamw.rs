@@ -8,13 +8,15 @@ use candle_core::CudaStorage;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
 
-use crate::train::optim::AdamWParams;
-
 /// One step's settings: the optimizer's hyper-parameters, the step number and the factor the
 /// gradients are multiplied by first (global-norm clipping).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamStep {
-    pub params: AdamWParams,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
     /// 1 for the first update (the bias corrections' exponent).
     pub step: usize,
     pub grad_scale: f64,
@@ -27,12 +29,12 @@ type ApplyScalars = (f32, f32, f32, f32, f32);
 
 impl AdamStep {
     fn moment_scalars(&self) -> MomentScalars {
-        let p = self.params;
+        let p = self;
         (p.beta1 as f32, p.beta2 as f32, self.grad_scale as f32)
     }
 
     fn apply_scalars(&self) -> ApplyScalars {
-        let p = self.params;
+        let p = self;
         let t = self.step as i32;
         (
             p.lr as f32,

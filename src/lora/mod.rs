@@ -74,3 +74,28 @@ pub enum LoraError {
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
 }
+
+/// Test helper: asserts that `varmap` holds `expected` variables and that each got a non-zero
+/// gradient in `grads` (every LoRA A and B matrix takes part in the loss).
+#[cfg(test)]
+pub(crate) fn assert_every_variable_has_a_gradient(
+    varmap: &candle_nn::VarMap,
+    grads: &candle_core::backprop::GradStore,
+    expected: usize,
+) {
+    let data = varmap.data().lock().unwrap();
+    assert_eq!(data.len(), expected);
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} got no gradient"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n > 0.0, "{name} got a zero gradient");
+    }
+}

@@ -524,21 +524,7 @@ mod tests {
         let tgt = Tensor::new(&[3u32, 4, 5, 8, 0], &Device::Cpu).unwrap();
         let loss = m.loss_sum(&ids, &pos, &tgt, &mut rng).unwrap();
         let grads = loss.backward().unwrap();
-        let data = varmap.data().lock().unwrap();
-        assert_eq!(data.len(), 2 * 7 * 2);
-        for (name, var) in data.iter() {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name} got no gradient"));
-            let n = g
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(n > 0.0, "{name} got a zero gradient");
-        }
+        crate::lora::assert_every_variable_has_a_gradient(&varmap, &grads, 2 * 7 * 2);
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn report(side: u64, spam: bool) -> Report {
         gates: Vec::new(),
         judge: None,
         baseline: None,
+        load_errors: Vec::new(),
         verdicts,
     }
 }

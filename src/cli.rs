@@ -387,15 +387,17 @@ fn run(
     }
     let out_dir = report::output_dir(&session.root);
     let mut reports: Vec<Report> = Vec::new();
+    // Built once: a lookup per verdict, so the run stays linear in its cases.
+    let ran: std::collections::HashSet<String> = cases.iter().map(|c| c.id.test_name()).collect();
+    let suites_ran: std::collections::HashSet<&str> =
+        cases.iter().map(|c| c.id.suite.as_str()).collect();
     for suite in &session.suites {
-        let wanted = cases.iter().any(|c| c.id.suite == suite.name);
-        if !wanted {
+        if !suites_ran.contains(suite.name.as_str()) {
             continue;
         }
         let mut r = session.report(suite, &eval);
         // A filtered run reports on what it ran.
-        r.verdicts
-            .retain(|v| cases.iter().any(|c| c.id.test_name() == v.name));
+        r.verdicts.retain(|v| ran.contains(&v.name));
         if let Err(e) = report::write_json(&out_dir, &r) {
             eprintln!("warning: cannot write report: {e}");
         }
@@ -451,20 +453,10 @@ fn run(
         );
     }
     eprintln!("reports: {}", out_dir.display());
-    let failed = reports.iter().any(|r| {
-        if r.gates.is_empty() && r.baseline.is_none() {
-            r.failed > 0
-        } else {
-            !r.gates_passed()
-        }
-    });
     if load_failed || model_failed || eval.stats.failed > 0 {
-        exit::ERROR
-    } else if failed {
-        exit::FAILED
-    } else {
-        exit::PASSED
+        return exit::ERROR;
     }
+    outcome_code(&reports)
 }
 
 /// The HTML page's header facts and the cases behind the reports' verdicts.
@@ -509,7 +501,17 @@ fn show_reports(root: &std::path::Path, paths: Vec<PathBuf>, format: Format) -> 
     };
     let meta = saved_meta(root, &reports, matches!(format, Format::Html));
     render(&reports, format, &meta);
-    exit::PASSED
+    outcome_code(&reports)
+}
+
+/// The exit code reports call for: 2 when an entry did not load or a case erred (model or
+/// judge), 1 when a gate, a baseline or (without gates) a case failed, else 0.
+fn outcome_code(reports: &[Report]) -> u8 {
+    match report::outcome(reports) {
+        report::Outcome::Error => exit::ERROR,
+        report::Outcome::Failed => exit::FAILED,
+        report::Outcome::Passed => exit::PASSED,
+    }
 }
 
 /// The page facts of saved reports: the project's cases where it loads (a report read outside

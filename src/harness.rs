@@ -181,14 +181,7 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
                     .gates
                     .iter()
                     .filter(|g| !g.passed)
-                    .map(|g| {
-                        format!(
-                            "gate {} = {} is outside its bounds ({})",
-                            g.name,
-                            g.actual.map_or("missing".into(), |a| format!("{a:.3}")),
-                            g.describe()
-                        )
-                    })
+                    .map(|g| format!("gate {} = {}", g.name, g.failure()))
                     .collect();
                 if !failed.is_empty() {
                     return Err(Failed::from(failed.join("\n")));

@@ -295,7 +295,15 @@ impl Session {
             .get(&suite.name)
             .cloned()
             .unwrap_or_else(|| "unresolved".into());
-        let mut r = report::build(&suite.name, &label, &cfg, &cases, &verdicts, tasks);
+        let mut r = report::build(
+            &suite.name,
+            &label,
+            &cfg,
+            &cases,
+            &verdicts,
+            tasks,
+            &suite.errors,
+        );
         r.judge = eval.judge.get(&suite.name).cloned();
         if let Some(b) = &cfg.baseline {
             let base = self.baseline_report(b, &suite.name);

@@ -41,6 +41,12 @@ impl Verdict {
         }
     }
 
+    /// The case ended in an error, not a verdict: the model could not answer, or a scorer (the
+    /// judge) could not score. Counted as an error in every output, never as a plain failure.
+    pub fn is_error(&self) -> bool {
+        self.model_error.is_some() || self.has_scorer_error()
+    }
+
     pub fn has_scorer_error(&self) -> bool {
         self.scores
             .iter()

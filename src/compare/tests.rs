@@ -55,6 +55,7 @@ fn report(model: &str, verdicts: Vec<Verdict>) -> Report {
         gates: Vec::new(),
         judge: None,
         baseline: None,
+        load_errors: Vec::new(),
         verdicts,
     }
 }

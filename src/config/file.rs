@@ -138,6 +138,11 @@ pub struct SuiteConfig {
     /// above, for lower-is-better metrics such as SMAPE or the malformed rate.
     #[serde(default)]
     pub gates: BTreeMap<String, GateBound>,
+    /// How many items a gate's metric may miss (entries that did not load, model errors, scorer
+    /// and judge errors behind it) and still be judged; beyond that the gate fails as
+    /// incomplete. 0 by default: a metric with errors behind it never passes by leaving them out.
+    #[serde(default)]
+    pub max_errors: usize,
     /// Metadata fields to break aggregates down by (besides `category`).
     #[serde(default)]
     pub slices: Vec<String>,
@@ -220,6 +225,7 @@ impl Default for SuiteConfig {
             thresholds: BTreeMap::new(),
             row_tolerance: default_row_tolerance(),
             gates: BTreeMap::new(),
+            max_errors: 0,
             slices: Vec::new(),
             source: None,
             bootstrap: default_bootstrap(),

@@ -29,6 +29,9 @@ pub enum CallError {
     BadBody(String),
     #[error("no cached answer for this request and the cache mode is `replay`")]
     NotInCache,
+    /// The run stopped calling the endpoint: the circuit breaker, a budget or the deadline.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl CallError {
@@ -37,7 +40,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status == 429 || *status >= 500,
             CallError::Timeout(_) | CallError::Transport(_) | CallError::BadBody(_) => true,
-            CallError::NotInCache => false,
+            CallError::NotInCache | CallError::Stopped(_) => false,
         }
     }
 }

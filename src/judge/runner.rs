@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -56,6 +57,10 @@ pub struct JudgeStats {
     pub completion_tokens: u64,
     /// From `price_*_per_mtok`; 0 when no price is set.
     pub cost_usd: f64,
+    /// Why the run stopped calling the judge (the circuit breaker, a budget, the deadline);
+    /// absent when it never stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl JudgeStats {
@@ -86,6 +91,7 @@ impl JudgeStats {
             prompt_tokens: d(self.prompt_tokens, earlier.prompt_tokens),
             completion_tokens: d(self.completion_tokens, earlier.completion_tokens),
             cost_usd: (self.cost_usd - earlier.cost_usd).max(0.0),
+            stopped: self.stopped.clone(),
         }
     }
 
@@ -105,6 +111,9 @@ impl JudgeStats {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.cost_usd += other.cost_usd;
+        if self.stopped.is_none() {
+            self.stopped = other.stopped.clone();
+        }
     }
 }
 
@@ -119,6 +128,12 @@ struct Inner {
     skipped: AtomicU64,
     errors: AtomicU64,
     repairs: AtomicU64,
+    /// Judge calls that failed in a row (each after its retries); a success resets it.
+    failures_in_a_row: AtomicU64,
+    /// Set once, when the run stops calling the endpoint; every later call fails with it.
+    stopped: std::sync::OnceLock<String>,
+    /// When the stage's deadline passes (from the first `score`).
+    deadline: std::sync::OnceLock<Option<tokio::time::Instant>>,
 }
 
 /// Scores judge expectations. Build once per process; `score` blocks until every item is done.
@@ -126,6 +141,13 @@ pub struct JudgeRunner {
     inner: Arc<Inner>,
     rubrics: BTreeMap<String, Arc<Rubric>>,
     runtime: tokio::runtime::Runtime,
+}
+
+/// The text of a chat completion's first choice ("" when it has none).
+fn reply_content(response: &Value) -> &str {
+    response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// One exchange, as kept in `Score.data`.
@@ -178,6 +200,9 @@ impl JudgeRunner {
             skipped: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             repairs: AtomicU64::new(0),
+            failures_in_a_row: AtomicU64::new(0),
+            stopped: std::sync::OnceLock::new(),
+            deadline: std::sync::OnceLock::new(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -196,6 +221,12 @@ impl JudgeRunner {
         self.inner
             .items
             .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let deadline = self.inner.settings.deadline_s;
+        self.runtime.block_on(async {
+            self.inner.deadline.get_or_init(|| {
+                deadline.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s))
+            });
+        });
         let mut out: Vec<Option<Score>> = vec![None; items.len()];
         let mut jobs = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -243,7 +274,9 @@ impl JudgeRunner {
             let mut set = tokio::task::JoinSet::new();
             for (i, rubric, messages, threshold) in jobs {
                 let inner = inner.clone();
-                set.spawn(async move { (i, inner.judge(&rubric, messages, threshold).await) });
+                set.spawn(
+                    async move { (i, inner.judge_within(&rubric, messages, threshold).await) },
+                );
             }
             let mut done = Vec::new();
             while let Some(res) = set.join_next().await {
@@ -300,9 +333,8 @@ impl JudgeRunner {
             cache_hits: load(&c.cache_hits),
             prompt_tokens,
             completion_tokens,
-            cost_usd: (prompt_tokens as f64 * i.settings.price_prompt_per_mtok
-                + completion_tokens as f64 * i.settings.price_completion_per_mtok)
-                / 1e6,
+            cost_usd: i.cost(),
+            stopped: i.stopped.get().cloned(),
         }
     }
 }
@@ -311,6 +343,98 @@ impl Inner {
     fn error(&self, score: Score) -> Score {
         self.errors.fetch_add(1, Ordering::Relaxed);
         score
+    }
+
+    /// Dollars spent so far, from the token counters and `price_*_per_mtok`.
+    fn cost(&self) -> f64 {
+        let c = &self.counters;
+        (c.prompt_tokens.load(Ordering::Relaxed) as f64 * self.settings.price_prompt_per_mtok
+            + c.completion_tokens.load(Ordering::Relaxed) as f64
+                * self.settings.price_completion_per_mtok)
+            / 1e6
+    }
+
+    /// Stops every later call with `why`; the first stop prints one message naming the
+    /// endpoint, later ones keep the first reason.
+    fn stop(&self, why: String) -> String {
+        let why = format!("judge {} stopped: {why}", self.settings.url);
+        if self.stopped.set(why.clone()).is_ok() {
+            eprintln!("error: {why}; the remaining judge items are errors");
+        }
+        self.stopped.get().cloned().unwrap_or(why)
+    }
+
+    /// Why no call may be made now: stopped before, a budget spent or the deadline passed.
+    fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.stopped.get() {
+            return Some(why.clone());
+        }
+        let s = &self.settings;
+        let calls = self.counters.http_calls.load(Ordering::Relaxed);
+        if let Some(max) = s.max_calls.filter(|&m| calls >= m) {
+            return Some(self.stop(format!("the call budget max_calls = {max} is spent")));
+        }
+        if let Some(max) = s.max_cost.filter(|&m| self.cost() >= m) {
+            return Some(self.stop(format!("the cost budget max_cost = ${max} is spent")));
+        }
+        let late = self
+            .deadline
+            .get()
+            .copied()
+            .flatten()
+            .is_some_and(|d| tokio::time::Instant::now() >= d);
+        if late {
+            let secs = s.deadline_s.unwrap_or_default();
+            return Some(self.stop(format!("the stage deadline deadline_s = {secs} passed")));
+        }
+        None
+    }
+
+    /// Counts a call's outcome for the circuit breaker.
+    fn record(&self, result: &Result<Value, CallError>) {
+        match result {
+            Ok(_) => self.failures_in_a_row.store(0, Ordering::Relaxed),
+            Err(CallError::NotInCache | CallError::Stopped(_)) => {}
+            Err(e) => {
+                let n = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                let max = u64::from(self.settings.max_consecutive_failures);
+                if n >= max {
+                    self.stop(format!("{n} calls in a row failed, the last with: {e}"));
+                }
+            }
+        }
+    }
+
+    /// `judge` under the item's deadline (`case_deadline_s`) and the stage's.
+    async fn judge_within(&self, rubric: &Rubric, messages: Vec<Value>, threshold: f64) -> Score {
+        let case = self.settings.case_deadline_s.map(Duration::from_secs_f64);
+        let stage = self.deadline.get().copied().flatten();
+        let until = match (case.map(|d| tokio::time::Instant::now() + d), stage) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(until) = until else {
+            return self.judge(rubric, messages, threshold).await;
+        };
+        match tokio::time::timeout_at(until, self.judge(rubric, messages, threshold)).await {
+            Ok(score) => score,
+            Err(_) => {
+                let why = if stage == Some(until) {
+                    self.refusal()
+                        .unwrap_or_else(|| "the stage deadline passed".into())
+                } else {
+                    format!(
+                        "the item's deadline case_deadline_s = {} passed",
+                        self.settings.case_deadline_s.unwrap_or_default()
+                    )
+                };
+                self.error(Score::scorer_error(
+                    format!("judge.{}", rubric.name),
+                    threshold,
+                    format!("judge error: {why}"),
+                ))
+            }
+        }
     }
 
     /// One judge expectation, end to end.
@@ -328,15 +452,20 @@ impl Inner {
         let mut messages = messages;
         for round in 0..2 {
             let body = prompt::body(&self.settings, rubric, messages.clone());
-            let reply = match self.reply(&body).await {
+            let mut reply = match self.reply(&body, false).await {
                 Ok(r) => r,
                 Err(e) => return fail(exchange, e.to_string()),
             };
+            // A cached reply that does not parse (kept by an older vlmtest) is asked again,
+            // never replayed as the same error.
+            if reply.cached && parse::parse(rubric, reply_content(&reply.response)).is_err() {
+                reply = match self.reply(&body, true).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(exchange, e.to_string()),
+                };
+            }
             let choice = &reply.response["choices"][0];
-            let content = choice["message"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let content = reply_content(&reply.response).to_owned();
             exchange.push(json!({
                 "messages": messages,
                 "reply": content,
@@ -346,6 +475,10 @@ impl Inner {
             }));
             match parse::parse(rubric, &content) {
                 Ok(verdict) => {
+                    // Only a reply that parsed is kept: a broken one is asked again next run.
+                    if !reply.cached {
+                        self.store(&body, &reply.response);
+                    }
                     let o = metric::compute(
                         rubric,
                         &verdict,
@@ -379,12 +512,13 @@ impl Inner {
         fail(exchange, "no reply".into())
     }
 
-    /// The response to `body`: from the cache when allowed, else over HTTP (then stored).
-    async fn reply(&self, body: &Value) -> Result<Reply, CallError> {
+    /// The response to `body`: from the cache when allowed, else over HTTP. Nothing is stored
+    /// here: `judge` stores a reply once it parsed, so an error reply is never replayed.
+    async fn reply(&self, body: &Value, fresh: bool) -> Result<Reply, CallError> {
         let mode = self.settings.cache;
-        let key = cache::key(&self.settings.model, body);
         if let Some(cache) = &self.cache {
-            if matches!(mode, CacheMode::Use | CacheMode::Replay) {
+            if !fresh && matches!(mode, CacheMode::Use | CacheMode::Replay) {
+                let key = cache::key(&self.settings.model, body);
                 if let Some(response) = cache.get(&key) {
                     self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Reply {
@@ -403,21 +537,32 @@ impl Inner {
                 .acquire()
                 .await
                 .map_err(|e| CallError::Transport(e.to_string()))?;
-            self.client.chat(body).await?
+            // Checked once a permit is held, so items queued behind a failing endpoint see the
+            // breaker the calls ahead of them tripped.
+            if let Some(why) = self.refusal() {
+                return Err(CallError::Stopped(why));
+            }
+            let result = self.client.chat(body).await;
+            self.record(&result);
+            result?
         };
+        Ok(Reply {
+            response,
+            cached: false,
+        })
+    }
+
+    /// Keeps a good reply (modes `use` and `refresh`). A failed write costs a re-call next run,
+    /// not this run's score.
+    fn store(&self, body: &Value, response: &Value) {
         if let Some(cache) = &self.cache {
-            // A failed cache write costs a re-call next run, not this run's score.
             let _ = cache.put(Entry {
-                key,
+                key: cache::key(&self.settings.model, body),
                 model: self.settings.model.clone(),
                 request: body.clone(),
                 response: response.clone(),
             });
         }
-        Ok(Reply {
-            response,
-            cached: false,
-        })
     }
 }
 
@@ -439,6 +584,7 @@ mod tests {
             prompt_tokens: 100 * n,
             completion_tokens: 10 * n,
             cost_usd: 0.5 * n as f64,
+            stopped: None,
         }
     }
 

@@ -74,6 +74,20 @@ pub struct JudgeSettings {
     /// Price per million prompt / completion tokens, for the cost line of the report.
     pub price_prompt_per_mtok: f64,
     pub price_completion_per_mtok: f64,
+    /// The circuit breaker: after this many judge calls in a row failed (each after its
+    /// retries), the run stops calling the endpoint; every later item is a judge error naming
+    /// the endpoint and the last cause. At least 1.
+    pub max_consecutive_failures: u32,
+    /// The run's budget of HTTP calls to the judge, retries included; once spent, the rest are
+    /// judge errors without a call. None: no limit.
+    pub max_calls: Option<u64>,
+    /// The run's budget in dollars (from `price_*_per_mtok`); once reached, no more calls.
+    pub max_cost: Option<f64>,
+    /// One item's deadline, seconds, over its calls, retries and repair round together.
+    pub case_deadline_s: Option<f64>,
+    /// The whole judge stage's deadline, seconds from its first item; items still waiting then
+    /// are judge errors.
+    pub deadline_s: Option<f64>,
 }
 
 impl Default for JudgeSettings {
@@ -94,6 +108,11 @@ impl Default for JudgeSettings {
             max_tokens: 512,
             price_prompt_per_mtok: 0.0,
             price_completion_per_mtok: 0.0,
+            max_consecutive_failures: 5,
+            max_calls: None,
+            max_cost: None,
+            case_deadline_s: None,
+            deadline_s: None,
         }
     }
 }
@@ -116,6 +135,9 @@ pub enum SettingsError {
     /// A backoff is negative or not a number.
     #[error("judge.{0} must be a non-negative number")]
     Backoff(&'static str),
+    /// A budget or deadline is not a positive number (or the breaker's count is 0).
+    #[error("judge.{0} must be a positive number")]
+    Limit(&'static str),
 }
 
 impl SettingsError {
@@ -126,7 +148,7 @@ impl SettingsError {
             SettingsError::EmptyModel => "model",
             SettingsError::Concurrency => "concurrency",
             SettingsError::Timeout => "timeout_s",
-            SettingsError::Backoff(key) => key,
+            SettingsError::Backoff(key) | SettingsError::Limit(key) => key,
         }
     }
 }
@@ -157,6 +179,21 @@ impl JudgeSettings {
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(SettingsError::Backoff(key));
+            }
+        }
+        if self.max_consecutive_failures == 0 {
+            return Err(SettingsError::Limit("max_consecutive_failures"));
+        }
+        if self.max_calls == Some(0) {
+            return Err(SettingsError::Limit("max_calls"));
+        }
+        for (key, v) in [
+            ("max_cost", self.max_cost),
+            ("case_deadline_s", self.case_deadline_s),
+            ("deadline_s", self.deadline_s),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(SettingsError::Limit(key));
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ use crate::case::Case;
 use crate::config::SuiteConfig;
 use crate::metric::significance::{percentile_interval, Bootstrap, Interval, DEFAULT_BOOTSTRAP};
 use crate::score::ScoreStatus;
+use crate::suite::SuiteError;
 use crate::verdict::Verdict;
 
 /// The 95% Wilson score interval of `passed` out of `n`.
@@ -78,7 +79,8 @@ fn metadata_value(case: &Case, field: &str) -> String {
     }
 }
 
-/// Aggregates one suite. `tasks` holds the task metrics computed by the task stage.
+/// Aggregates one suite. `tasks` holds the task metrics computed by the task stage;
+/// `load_errors` the suite's entries that did not load, each counted as a case that did not pass.
 pub fn build(
     suite: &str,
     model: &str,
@@ -86,6 +88,7 @@ pub fn build(
     cases: &[&Case],
     verdicts: &[Verdict],
     tasks: BTreeMap<String, serde_json::Value>,
+    load_errors: &[SuiteError],
 ) -> Report {
     let passed = verdicts.iter().filter(|v| v.passed).count();
     let mut scorers: BTreeMap<String, (ScorerSummary, Vec<f64>)> = BTreeMap::new();
@@ -169,7 +172,7 @@ pub fn build(
     let mut report = Report {
         suite: suite.to_owned(),
         model: model.to_owned(),
-        overall: tally(passed, verdicts.len()),
+        overall: tally(passed, verdicts.len() + load_errors.len()),
         baseline: None,
         failed: verdicts.len() - passed,
         model_errors: verdicts.iter().filter(|v| v.model_error.is_some()).count(),
@@ -183,9 +186,10 @@ pub fn build(
         tasks,
         gates: Vec::new(),
         judge: None,
+        load_errors: load_errors.to_vec(),
         verdicts: verdicts.to_vec(),
     };
-    report.gates = gate::evaluate(&cfg.gates, &report);
+    report.gates = gate::evaluate(&cfg.gates, cfg.max_errors, &report);
     report
 }
 

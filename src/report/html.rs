@@ -206,7 +206,7 @@ fn rate_ci(rate: f64, ci: (f64, f64)) -> String {
 fn summary(out: &mut String, r: &Report) {
     let _ = write!(
         out,
-        r#"<div class="cards"><div class="stat"><b>{}</b>cases</div><div class="stat"><b>{}</b>passed</div><div class="stat"><b>{}</b>pass rate, 95% CI</div><div class="stat"><b>{}</b>failed</div><div class="stat{}"><b>{}</b>model errors</div><div class="stat{}"><b>{}</b>scorer errors</div></div>"#,
+        r#"<div class="cards"><div class="stat"><b>{}</b>cases</div><div class="stat"><b>{}</b>passed</div><div class="stat"><b>{}</b>pass rate, 95% CI</div><div class="stat"><b>{}</b>failed</div><div class="stat{}"><b>{}</b>model errors</div><div class="stat{}"><b>{}</b>scorer errors</div><div class="stat{}"><b>{}</b>did not load</div></div>"#,
         r.overall.cases,
         r.overall.passed,
         rate_ci(r.overall.pass_rate, r.overall.pass_rate_ci95),
@@ -214,20 +214,35 @@ fn summary(out: &mut String, r: &Report) {
         if r.model_errors > 0 { " bad" } else { "" },
         r.model_errors,
         if r.scorer_errors > 0 { " bad" } else { "" },
-        r.scorer_errors
+        r.scorer_errors,
+        if r.load_errors.is_empty() { "" } else { " bad" },
+        r.load_errors.len()
     );
+    if !r.load_errors.is_empty() {
+        out.push_str(r#"<div class="load-errors"><h4>Entries that did not load (each counts as a case that did not pass)</h4><ul>"#);
+        for e in &r.load_errors {
+            let _ = write!(out, "<li><code>{}</code></li>", escape(&e.to_string()));
+        }
+        out.push_str("</ul></div>");
+    }
     out.push_str(r#"<div class="tables">"#);
     if !r.gates.is_empty() {
-        out.push_str("<div><h4>Gates</h4><table><tr><th>gate</th><th>bounds</th><th>actual</th><th>outcome</th></tr>");
+        out.push_str("<div><h4>Gates</h4><table><tr><th>gate</th><th>bounds</th><th>actual</th><th>errors behind it</th><th>outcome</th></tr>");
         for g in &r.gates {
             let _ = write!(
                 out,
-                r#"<tr><td><code>{}</code></td><td>{}</td><td class="num">{}</td><td><span class="badge {}">{}</span></td></tr>"#,
+                r#"<tr><td><code>{}</code></td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td><span class="badge {}" title="{}">{}</span></td></tr>"#,
                 escape(&g.name),
                 escape(&g.describe()),
                 g.actual
                     .map_or_else(|| "missing".into(), |a| format!("{a:.4}")),
+                g.missing,
                 if g.passed { "pass" } else { "fail" },
+                if g.passed {
+                    String::new()
+                } else {
+                    escape(&g.failure()).into_owned()
+                },
                 if g.passed { "passed" } else { "FAILED" }
             );
         }
@@ -328,14 +343,18 @@ pub fn render(reports: &[Report], meta: &HtmlMeta) -> String {
             out,
             r#"<section class="suite" id="suite-{i}"><h2>{} <span class="badge {}">{}</span></h2><p class="model">model <code>{}</code></p>"#,
             escape(&r.suite),
-            if r.gates.is_empty() {
+            if r.errors() > 0 {
+                "fail"
+            } else if r.gates.is_empty() {
                 "none"
             } else if r.gates_passed() {
                 "pass"
             } else {
                 "fail"
             },
-            if r.gates.is_empty() {
+            if r.errors() > 0 {
+                "ERRORS"
+            } else if r.gates.is_empty() {
                 "no gates"
             } else if r.gates_passed() {
                 "gates passed"

@@ -50,7 +50,16 @@ pub struct GateResult {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub actual: Option<f64>,
+    /// Items the metric should cover and does not: entries that did not load, cases the model
+    /// could not answer, and scorer (judge) errors behind it. More than the suite's
+    /// `max_errors` fails the gate whatever its value.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing: usize,
     pub passed: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A suite's aggregate report.
@@ -81,11 +90,50 @@ pub struct Report {
     /// absent when the suite has none. Not in the snapshot (it is about another run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<crate::compare::BaselineCheck>,
+    /// Rows, probes and sources of the suite that did not load, each with its file, line and
+    /// field. Each counts as a case that did not pass (in `overall`) and as a missing item of
+    /// every gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_errors: Vec<crate::suite::SuiteError>,
     /// Every case's verdict (JSON report only; not in the snapshot).
     pub verdicts: Vec<Verdict>,
 }
 
+/// What a report (or a set of them) says to a CI: the exit code's three cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Passed,
+    /// A gate, the baseline rules or (in a suite without gates) a case failed.
+    Failed,
+    /// Something did not run: an entry did not load, the model or a scorer (the judge) erred.
+    Error,
+}
+
 impl GateResult {
+    /// Why a failed gate failed: `0.412 is outside its bounds (>= 0.550)`, or
+    /// `0.91 is incomplete: 69 items ended in an error`.
+    pub fn failure(&self) -> String {
+        let value = self.actual.map_or("missing".into(), |a| format!("{a:.3}"));
+        let in_bounds = self.actual.is_some_and(|a| {
+            self.min.is_none_or(|m| a >= m - 1e-12) && self.max.is_none_or(|m| a <= m + 1e-12)
+        });
+        if in_bounds && self.missing > 0 {
+            format!(
+                "{value} is incomplete: {} item(s) behind it ended in an error (raise the suite's \
+                 `max_errors` to accept them)",
+                self.missing
+            )
+        } else if self.missing > 0 {
+            format!(
+                "{value} is outside its bounds ({}), and {} item(s) behind it ended in an error",
+                self.describe(),
+                self.missing
+            )
+        } else {
+            format!("{value} is outside its bounds ({})", self.describe())
+        }
+    }
+
     /// `>= 0.550`, `<= 55.000`, or `>= 0.1, <= 0.9`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -104,6 +152,35 @@ impl Report {
     pub fn gates_passed(&self) -> bool {
         self.gates.iter().all(|g| g.passed) && self.baseline.as_ref().is_none_or(|b| b.passed)
     }
+
+    /// Cases that ended in an error, not a verdict: entries that did not load, and cases the
+    /// model could not answer or a scorer (the judge) could not score.
+    pub fn errors(&self) -> usize {
+        self.load_errors.len() + self.verdicts.iter().filter(|v| v.is_error()).count()
+    }
+
+    /// Error when anything erred; else Failed when a gate or the baseline failed, or, in a
+    /// suite without gates, a case failed; else Passed.
+    pub fn outcome(&self) -> Outcome {
+        if self.errors() > 0 {
+            Outcome::Error
+        } else if (self.gates.is_empty() && self.baseline.is_none() && self.failed > 0)
+            || !self.gates_passed()
+        {
+            Outcome::Failed
+        } else {
+            Outcome::Passed
+        }
+    }
+}
+
+/// The worst outcome of several reports (Passed for none).
+pub fn outcome(reports: &[Report]) -> Outcome {
+    reports
+        .iter()
+        .map(Report::outcome)
+        .max()
+        .unwrap_or(Outcome::Passed)
 }
 
 /// `<project>/target/vlmtest`, or `$CARGO_TARGET_DIR/vlmtest`.

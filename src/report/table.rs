@@ -8,7 +8,7 @@ use crate::verdict::Verdict;
 pub fn case_line(v: &Verdict) -> String {
     let mark = if v.passed {
         "PASS"
-    } else if v.model_error.is_some() {
+    } else if v.is_error() {
         "ERR "
     } else {
         "FAIL"
@@ -74,6 +74,7 @@ pub fn summary(reports: &[Report]) -> String {
         "model".into(),
         "cases".into(),
         "passed".into(),
+        "errors".into(),
         "rate".into(),
         "95% CI".into(),
     ];
@@ -86,6 +87,7 @@ pub fn summary(reports: &[Report]) -> String {
             r.model.clone(),
             r.overall.cases.to_string(),
             r.overall.passed.to_string(),
+            r.errors().to_string(),
             format!("{:.2}", r.overall.pass_rate),
             format!(
                 "{:.2}-{:.2}",
@@ -124,13 +126,15 @@ pub fn summary(reports: &[Report]) -> String {
         }
     }
     for r in reports {
+        for e in &r.load_errors {
+            out.push_str(&format!("load error: {}: {e}\n", r.suite));
+        }
         for g in r.gates.iter().filter(|g| !g.passed) {
             out.push_str(&format!(
-                "gate failed: {}::{} = {} (bounds: {})\n",
+                "gate failed: {}::{} = {}\n",
                 r.suite,
                 g.name,
-                cell(g.actual),
-                g.describe()
+                g.failure()
             ));
         }
         if let Some(b) = r.baseline.as_ref().filter(|b| !b.passed) {
@@ -149,11 +153,17 @@ pub fn summary(reports: &[Report]) -> String {
     out
 }
 
-/// A scorer's mean with its 95% interval: `0.57 [0.45,0.69]`.
+/// A scorer's mean with its 95% interval, and its errors when it has any:
+/// `0.57 [0.45,0.69]`, `1.00 [1.00,1.00] 69 ERR`.
 fn mean_cell(s: &super::ScorerSummary) -> String {
-    match (s.mean, s.mean_ci95) {
+    let value = match (s.mean, s.mean_ci95) {
         (Some(m), Some((lo, hi))) => format!("{m:.2} [{lo:.2},{hi:.2}]"),
         (m, _) => cell(m),
+    };
+    if s.errors > 0 {
+        format!("{value} {} ERR", s.errors)
+    } else {
+        value
     }
 }
 
@@ -165,9 +175,14 @@ pub fn judge_line(suite: &str, j: &JudgeStats) -> String {
     } else {
         j.judge_model.as_str()
     };
+    let stopped = j
+        .stopped
+        .as_ref()
+        .map(|why| format!("; STOPPED: {why}"))
+        .unwrap_or_default();
     format!(
         "judge {suite} ({model}): {} items: {} scored, {} skipped, {} errors, {} repaired; \
-         {} HTTP calls, {} retries, {} cache hits; {} prompt + {} completion tokens, ${:.4}",
+         {} HTTP calls, {} retries, {} cache hits; {} prompt + {} completion tokens, ${:.4}{stopped}",
         j.items,
         j.scored,
         j.skipped,
@@ -205,6 +220,7 @@ mod tests {
             gates: Vec::new(),
             judge,
             baseline: None,
+            load_errors: Vec::new(),
             verdicts: Vec::new(),
         }
     }
@@ -223,6 +239,7 @@ mod tests {
             prompt_tokens: 1476,
             completion_tokens: 350,
             cost_usd: 0.0123,
+            stopped: None,
         }
     }
 

@@ -61,6 +61,7 @@ fn report(suite: &str, scores: Vec<(String, String, Score)>) -> Report {
         gates: Vec::new(),
         judge: None,
         baseline: None,
+        load_errors: Vec::new(),
         verdicts,
     }
 }

@@ -433,3 +433,101 @@ fn evaluation_steps_are_generated_once_and_frozen() {
     let frozen = vlmtest::judge::rubric::load_dir(dir.path()).unwrap();
     assert_eq!(frozen["clarity"].evaluation_steps, got);
 }
+
+/// A port nothing listens on (bound, then released).
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// An endpoint that is down from the start costs a few failed calls, not retries for every
+/// item: the breaker stops calling it, names it and the cause, and the rest are judge errors.
+#[test]
+fn a_dead_endpoint_trips_the_breaker_and_the_rest_make_no_call() {
+    let url = dead_url();
+    let dir = tempfile::tempdir().unwrap();
+    let s = JudgeSettings {
+        concurrency: 2,
+        max_consecutive_failures: 3,
+        ..settings(url.clone())
+    };
+    let runner = JudgeRunner::new(s, &judges_dir(), dir.path()).unwrap();
+    let (cs, ans) = cases(20);
+    let its = items(&cs, &ans, &["correctness", "relevancy"]);
+    let t = Instant::now();
+    let scores = runner.score(&its);
+    assert_one_per_item(&its, &scores);
+    assert!(scores.iter().all(|s| s.status == ScoreStatus::ScorerError));
+    let st = runner.stats();
+    assert_eq!(st.errors, 40);
+    // At most the 3 failures that trip it plus the calls already in flight, each with its
+    // retries: (3 + 2) × (1 + 3), against 40 × 4 = 160 without the breaker.
+    assert!(st.http_calls <= 20, "{st:?}");
+    let why = st.stopped.clone().expect("the breaker tripped");
+    assert!(
+        why.contains(&url) && why.contains("3 calls in a row failed"),
+        "{why}"
+    );
+    let late = scores.last().unwrap();
+    assert!(late.detail.contains("stopped"), "{}", late.detail);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_call_budget_stops_the_calls_once_spent() {
+    let server = StubServer::start(StubConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = JudgeSettings {
+        concurrency: 1,
+        max_calls: Some(4),
+        ..settings(server.url())
+    };
+    let runner = JudgeRunner::new(s, &judges_dir(), dir.path()).unwrap();
+    let (cs, ans) = cases(10);
+    let scores = runner.score(&items(&cs, &ans, &["correctness"]));
+    let st = runner.stats();
+    assert_eq!((st.http_calls, st.scored, st.errors), (4, 4, 6), "{st:?}");
+    assert!(st.stopped.unwrap().contains("max_calls = 4"));
+    assert!(
+        scores[9].detail.contains("max_calls = 4"),
+        "{}",
+        scores[9].detail
+    );
+}
+
+/// A reply that breaks the rubric's schema (even after the repair round) is not cached: the
+/// next run asks again instead of replaying the error with zero calls.
+#[test]
+fn an_unparseable_reply_is_not_cached_and_is_asked_again_next_run() {
+    let prose = StubServer::start(StubConfig {
+        plan: Arc::new(|_, _, _| Fault::ProseContent),
+        ..StubConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cs, ans) = cases(3);
+    let its = items(&cs, &ans, &["correctness"]);
+    let first = JudgeRunner::new(settings(prose.url()), &judges_dir(), dir.path()).unwrap();
+    let a = first.score(&its);
+    assert!(a.iter().all(|s| s.status == ScoreStatus::ScorerError));
+    assert_eq!(
+        first.stats().http_calls,
+        6,
+        "a reply and its repair per item"
+    );
+    drop(first);
+
+    let good = StubServer::start(StubConfig::default()).unwrap();
+    let second = JudgeRunner::new(settings(good.url()), &judges_dir(), dir.path()).unwrap();
+    let b = second.score(&its);
+    assert!(b.iter().all(|s| s.status == ScoreStatus::Scored), "{b:?}");
+    let st = second.stats();
+    assert_eq!((st.http_calls, st.cache_hits), (3, 0), "{st:?}");
+    drop(second);
+    // The good replies are kept: a third run makes no call.
+    let third = JudgeRunner::new(settings(good.url()), &judges_dir(), dir.path()).unwrap();
+    third.score(&its);
+    assert_eq!((third.stats().http_calls, third.stats().cache_hits), (0, 3));
+}

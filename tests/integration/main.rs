@@ -5,6 +5,7 @@ mod config_stage;
 mod export_bundle;
 mod gguf_adapter;
 mod gguf_model;
+mod green_means_green;
 mod harness;
 mod html_report;
 mod judge_examples;

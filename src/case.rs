@@ -117,10 +117,22 @@ impl Message {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tolerance {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_negative")]
     pub abs: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_negative")]
     pub rel: f64,
+}
+
+/// A tolerance bound: finite and at least 0 (a negative one would fail every match silently).
+fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "a tolerance must be a finite number of at least 0, not {x}"
+        )))
+    }
 }
 
 impl Default for Tolerance {

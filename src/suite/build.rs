@@ -28,8 +28,29 @@ pub fn check_name_part(s: &str) -> Result<(), String> {
 
 /// Reads a suite file; a read failure names the file.
 pub fn read_file(file: &Path) -> Result<String, SuiteError> {
-    std::fs::read_to_string(file)
-        .map_err(|e| SuiteError::new(file, None, None, format!("cannot read: {e}")))
+    let bytes = read_bytes(file)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        SuiteError::new(
+            file,
+            Some(line),
+            None,
+            format!("not UTF-8 text ({})", e.utf8_error()),
+        )
+    })
+}
+
+/// A suite file's bytes, without a leading UTF-8 byte-order mark.
+pub fn read_bytes(file: &Path) -> Result<Vec<u8>, SuiteError> {
+    let mut bytes = std::fs::read(file)
+        .map_err(|e| SuiteError::new(file, None, None, format!("cannot read: {e}")))?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok(bytes)
 }
 
 /// The share of `len` items that `min` asks for (1.0 when all are needed).

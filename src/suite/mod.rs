@@ -49,6 +49,23 @@ fn stem(p: &Path) -> String {
         .to_owned()
 }
 
+/// Adds one file's cases and errors to its suite; a file that holds nothing is an error of its
+/// own (in `list` as in `run`), never a silently empty suite.
+fn keep_loaded(
+    entry: &mut (Vec<Case>, Vec<SuiteError>),
+    file: &Path,
+    cases: Vec<Case>,
+    errors: Vec<SuiteError>,
+) {
+    if cases.is_empty() && errors.is_empty() {
+        entry
+            .1
+            .push(SuiteError::new(file, None, None, "the file holds no cases"));
+    }
+    entry.0.extend(cases);
+    entry.1.extend(errors);
+}
+
 /// Loads every suite under `root` (sorted by name). Duplicate test names (`suite::category::id`)
 /// are errors naming both places. `max_samples` keeps the first N cases of each suite.
 pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader>) -> Vec<Suite> {
@@ -57,15 +74,13 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
         let name = stem(&file);
         let (cases, errors) = probe::load(&file, &name, &config.suite(&name), root);
         let entry = by_suite.entry(name).or_default();
-        entry.0.extend(cases);
-        entry.1.extend(errors);
+        keep_loaded(entry, &file, cases, errors);
     }
     for file in files_with_ext(&root.join("cases"), "jsonl") {
         let name = stem(&file);
         let (cases, errors) = rows::load(&file, &name, &config.suite(&name), root);
         let entry = by_suite.entry(name).or_default();
-        entry.0.extend(cases);
-        entry.1.extend(errors);
+        keep_loaded(entry, &file, cases, errors);
     }
     for (name, cfg) in &config.suites {
         if let Some(source) = &cfg.source {

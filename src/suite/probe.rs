@@ -11,13 +11,6 @@ use crate::config::{toml_error, SuiteConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProbeFile {
-    #[serde(default)]
-    probe: Vec<RawProbe>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTurn {
     role: Role,
     content: String,
@@ -76,6 +69,25 @@ fn probe_line(text: &str, n: usize) -> Option<usize> {
     None
 }
 
+/// 1-based line of the key `field` (its first segment: `numbers` of `numbers[0].unit`) within
+/// the probe whose header is on line `header`.
+fn key_line(text: &str, header: usize, field: &str) -> Option<usize> {
+    let key = field.split(['.', '[']).next()?;
+    for (i, line) in text.lines().enumerate().skip(header) {
+        let t = line.trim_start();
+        if t.starts_with("[[probe]]") {
+            return None;
+        }
+        let keyed = t
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']));
+        if keyed {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// Loads one probe file. Every bad probe is reported; good probes still load.
 pub fn load(
     file: &Path,
@@ -87,14 +99,51 @@ pub fn load(
         Ok(t) => t,
         Err(e) => return (Vec::new(), vec![e]),
     };
-    let parsed: ProbeFile = match toml::from_str(&text) {
-        Ok(p) => p,
+    // The file parses as TOML first (a syntax error stops it); then each `[[probe]]` on its own,
+    // so one bad probe costs that probe, not the file.
+    let table: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
         Err(e) => return (Vec::new(), vec![toml_error(file, &text, &e)]),
     };
     let mut cases = Vec::new();
     let mut errors = Vec::new();
-    for (n, raw) in parsed.probe.into_iter().enumerate() {
+    for key in table.keys().filter(|k| k.as_str() != "probe") {
+        errors.push(SuiteError::new(
+            file,
+            None,
+            Some(key),
+            format!("unknown top-level key `{key}`: a probe file holds `[[probe]]` tables"),
+        ));
+    }
+    let probes = match table.get("probe") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a.clone(),
+        Some(_) => {
+            errors.push(SuiteError::new(
+                file,
+                None,
+                Some("probe"),
+                "`probe` must be a list of `[[probe]]` tables",
+            ));
+            Vec::new()
+        }
+    };
+    for (n, value) in probes.into_iter().enumerate() {
         let line = probe_line(&text, n);
+        let raw: RawProbe = match serde_path_to_error::deserialize(value) {
+            Ok(r) => r,
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = (path != ".").then_some(path);
+                let msg = e.into_inner().message().to_owned();
+                let at = field
+                    .as_deref()
+                    .and_then(|f| key_line(&text, line?, f))
+                    .or(line);
+                errors.push(SuiteError::new(file, at, field.as_deref(), msg));
+                continue;
+            }
+        };
         match to_case(raw, file, line, suite, cfg, root) {
             Ok(c) => cases.push(c),
             Err(e) => errors.push(e),

@@ -42,36 +42,52 @@ struct RawRow {
     ignore: bool,
 }
 
-/// The field a serde_json error is about, when its message names one.
-fn field_of(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_owned())
+/// Parses one row, naming the path of the field an error is about (`conversations[1].role`).
+fn parse_row(line: &str) -> Result<RawRow, (Option<String>, String)> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let raw = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        (field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| (None, e.to_string()))?;
+    Ok(raw)
 }
 
-/// Loads one JSONL file. Every bad line is reported; good lines still load.
+/// Loads one JSONL file. Every bad line is reported with its number (a line that is not UTF-8
+/// too); good lines still load. A UTF-8 byte-order mark at the start is skipped.
 pub fn load(
     file: &Path,
     suite: &str,
     cfg: &SuiteConfig,
     root: &Path,
 ) -> (Vec<Case>, Vec<SuiteError>) {
-    let text = match build::read_file(file) {
-        Ok(t) => t,
+    let bytes = match build::read_bytes(file) {
+        Ok(b) => b,
         Err(e) => return (Vec::new(), vec![e]),
     };
     let mut cases = Vec::new();
     let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
+        let line = match std::str::from_utf8(line) {
+            Ok(l) => l.strip_suffix('\r').unwrap_or(l),
+            Err(e) => {
+                errors.push(SuiteError::new(
+                    file,
+                    Some(line_no),
+                    None,
+                    format!("not UTF-8 text ({e})"),
+                ));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let raw: RawRow = match serde_json::from_str(line) {
+        let raw: RawRow = match parse_row(line) {
             Ok(r) => r,
-            Err(e) => {
-                let msg = e.to_string();
-                let field = field_of(&msg);
+            Err((field, msg)) => {
                 errors.push(SuiteError::new(file, Some(line_no), field.as_deref(), msg));
                 continue;
             }

@@ -158,3 +158,64 @@ fn the_example_suite_loads_cleanly() {
     assert!(qa.errors.is_empty(), "{:?}", qa.errors);
     assert!(qa.cases.len() >= 32);
 }
+
+/// Before, one bad `[[probe]]` (an unknown key) failed its whole file: the good probes beside it
+/// did not load either.
+#[test]
+fn one_bad_probe_costs_that_probe_not_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "probes/qa.toml",
+        "[[probe]]\nid = \"a\"\ncategory = \"c\"\nquestion = \"q\"\nkeywords = [\"k\"]\n\n[[probe]]\nid = \"b\"\ncategory = \"c\"\nquestion = \"q\"\nkeywords = [\"k\"]\ncolour = 1\n\n[[probe]]\nid = \"n\"\ncategory = \"c\"\nquestion = \"q\"\nnumbers = [{ value = 1 }]\ntolerance = { abs = -1.0 }\n\n[[probe]]\nid = \"z\"\ncategory = \"c\"\nquestion = \"q\"\nkeywords = [\"k\"]\n",
+    );
+    let suites = load(dir.path());
+    let ids: Vec<&str> = suites[0].cases.iter().map(|c| c.id.id.as_str()).collect();
+    assert_eq!(ids, ["a", "z"]);
+    let errors: Vec<String> = suites[0].errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("qa.toml:12: field `colour`: unknown field"),
+        "{errors:?}"
+    );
+    // A negative tolerance would fail every match silently: it is a load error.
+    assert!(
+        errors[1].contains("qa.toml:19: field `tolerance.abs`") && errors[1].contains("at least 0"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn rows_survive_a_byte_order_mark_and_a_line_that_is_not_utf8() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(b"{\"conversations\": [{\"role\": \"user\", \"content\": \"q1\"}, {\"role\": \"assistant\", \"content\": \"1 Nm\"}]}\n");
+    bytes.extend_from_slice(
+        b"{\"conversations\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}\n",
+    );
+    bytes.extend_from_slice(b"{\"conversations\": [{\"role\": \"bot\", \"content\": \"q\"}]}\r\n");
+    bytes.extend_from_slice(b"{\"conversations\": [{\"role\": \"user\", \"content\": \"q4\"}, {\"role\": \"assistant\", \"content\": \"4 Nm\"}]}\r\n");
+    let p = dir.path().join("cases/qa.jsonl");
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&p, bytes).expect("write");
+    let suites = load(dir.path());
+    assert_eq!(suites[0].cases.len(), 2, "{:?}", suites[0].errors);
+    let errors: Vec<String> = suites[0].errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("qa.jsonl:2: not UTF-8"), "{errors:?}");
+    // The field is named by its path, not by the bad value (`bot`).
+    assert!(
+        errors[1].contains("qa.jsonl:3: field `conversations[0].role`: unknown variant `bot`"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_empty_suite_file_is_a_named_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "cases/qa.jsonl", "\n\n");
+    let suites = load(dir.path());
+    assert!(suites[0].cases.is_empty());
+    let msg = suites[0].errors[0].to_string();
+    assert!(msg.contains("qa.jsonl: the file holds no cases"), "{msg}");
+}

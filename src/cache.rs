@@ -9,9 +9,22 @@ use sha2::{Digest, Sha256};
 use crate::case::{hex, Case};
 use crate::model::{Answer, GenerationOptions};
 
+/// How a run uses the answer cache (`--cache`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnswerCacheMode {
+    /// Answer from the cache where it can; generate and store the rest.
+    #[default]
+    Use,
+    /// Generate every answer again and overwrite the stored ones.
+    Refresh,
+    /// Neither read nor write the cache.
+    Off,
+}
+
 /// A cache directory for one model fingerprint.
 #[derive(Debug, Clone)]
 pub struct AnswerCache {
+    mode: AnswerCacheMode,
     dir: PathBuf,
     fingerprint: String,
     options_key: String,
@@ -31,11 +44,18 @@ impl AnswerCache {
     pub fn new(root: &Path, fingerprint: &str, options: &GenerationOptions) -> Self {
         let fp = hex(&Sha256::digest(fingerprint.as_bytes()));
         Self {
+            mode: AnswerCacheMode::Use,
             dir: root.join(&fp[..16]),
             fingerprint: fingerprint.to_owned(),
             options_key: serde_json::to_string(options).unwrap_or_default(),
             by_name: false,
         }
+    }
+
+    /// Reads and writes as `mode` says.
+    pub fn with_mode(mut self, mode: AnswerCacheMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Keys every answer by its case's name too (see the field).
@@ -69,6 +89,9 @@ impl AnswerCache {
     }
 
     pub fn get(&self, case: &Case) -> Option<Answer> {
+        if self.mode != AnswerCacheMode::Use {
+            return None;
+        }
         let bytes = std::fs::read(self.path(case)).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
         // A hash collision across fingerprints is impossible in practice; check anyway.
@@ -77,6 +100,9 @@ impl AnswerCache {
 
     /// Writes atomically (temporary file, then rename), so a killed run never leaves half a file.
     pub fn put(&self, case: &Case, answer: &Answer) -> std::io::Result<()> {
+        if self.mode == AnswerCacheMode::Off {
+            return Ok(());
+        }
         std::fs::create_dir_all(&self.dir)?;
         let entry = Entry {
             name: case.id.test_name(),
@@ -148,5 +174,34 @@ mod tests {
             &GenerationOptions { max_new_tokens: 9 },
         );
         assert!(other.get(&a).is_none());
+    }
+
+    #[test]
+    fn refresh_regenerates_and_overwrites_off_neither_reads_nor_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerationOptions { max_new_tokens: 8 };
+        let c = case("a", "q");
+        let use_ = AnswerCache::new(dir.path(), "m", &opts);
+        use_.put(&c, &answer("old")).unwrap();
+
+        let refresh = AnswerCache::new(dir.path(), "m", &opts).with_mode(AnswerCacheMode::Refresh);
+        assert!(refresh.get(&c).is_none(), "refresh answers again");
+        refresh.put(&c, &answer("new")).unwrap();
+        assert_eq!(use_.get(&c).unwrap().text, "new", "and overwrites");
+
+        let off = AnswerCache::new(dir.path(), "m", &opts).with_mode(AnswerCacheMode::Off);
+        assert!(off.get(&c).is_none());
+        off.put(&c, &answer("never kept")).unwrap();
+        assert_eq!(use_.get(&c).unwrap().text, "new");
+        let fresh = tempfile::tempdir().unwrap();
+        AnswerCache::new(fresh.path(), "m", &opts)
+            .with_mode(AnswerCacheMode::Off)
+            .put(&c, &answer("x"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(fresh.path()).unwrap().count(),
+            0,
+            "off writes nothing"
+        );
     }
 }

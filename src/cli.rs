@@ -78,6 +78,9 @@ pub enum Command {
         /// Tokens generated per answer at most.
         #[arg(long, value_parser = count)]
         max_new_tokens: Option<usize>,
+        /// The answer cache: `use` (default), `refresh` (generate again, overwrite), `off`.
+        #[arg(long, value_enum)]
+        cache: Option<crate::cache::AnswerCacheMode>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Also write the answers as a replay file.
@@ -161,6 +164,9 @@ pub struct CompareArgs {
     /// At most this many cases per suite.
     #[arg(long, value_parser = count)]
     pub max_samples: Option<usize>,
+    /// The answer cache of the two `--model` runs: `use` (default), `refresh`, `off`.
+    #[arg(long, value_enum)]
+    pub cache: Option<crate::cache::AnswerCacheMode>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: CompareFormat,
     /// Paired bootstrap resamples.
@@ -191,6 +197,7 @@ pub fn main() -> ExitCode {
             adapter,
             max_samples,
             max_new_tokens,
+            cache,
             format,
             record,
         } => {
@@ -199,6 +206,7 @@ pub fn main() -> ExitCode {
                 adapter,
                 max_samples,
                 max_new_tokens,
+                cache,
             };
             run(&root, &selection, &overrides, format, record)
         }
@@ -638,6 +646,7 @@ fn run_model(
         adapter: adapter.cloned(),
         max_samples: args.max_samples,
         max_new_tokens: None,
+        cache: args.cache,
     };
     let session =
         Session::open(root, &overrides).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;

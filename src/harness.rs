@@ -33,6 +33,33 @@ pub fn load_trial_name(suite: &str) -> String {
     format!("{suite}::load")
 }
 
+/// Whether `--skip` leaves out the test `name`.
+fn skipped(args: &Arguments, name: &str) -> bool {
+    args.skip.iter().any(|s| {
+        if args.exact {
+            name == s
+        } else {
+            name.contains(s.as_str())
+        }
+    })
+}
+
+/// The suites whose report would run while `--skip` leaves out some of their cases: a report
+/// needs every case, so it is ignored (with the reason) and the skipped cases are not answered.
+fn partly_skipped(args: &Arguments, session: &Session) -> BTreeSet<String> {
+    session
+        .suites
+        .iter()
+        .filter(|s| {
+            would_run(args, &report_trial_name(&s.name), false)
+                && s.cases
+                    .iter()
+                    .any(|c| !c.ignored && skipped(args, &c.id.test_name()))
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 fn would_run(args: &Arguments, name: &str, ignored: bool) -> bool {
     let probe = Trial::test(name, || Ok(())).with_ignored_flag(ignored);
     !args.is_filtered_out(&probe) && (!args.is_ignored(&probe) || args.include_ignored)
@@ -74,11 +101,14 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
         eprintln!("vlmtest: warning: {w}");
     }
 
-    // Select: cases whose trial would run, plus every case of a suite whose report would run.
+    // Select: cases whose trial would run, plus every case of a suite whose report would run
+    // (unless `--skip` leaves out some of its cases: then only the cases that run).
+    let partial = partly_skipped(args, &session);
     let mut selected: BTreeSet<String> = BTreeSet::new();
     for suite in &session.suites {
         let has_baseline = session.config.suite(&suite.name).baseline.is_some();
-        let whole = would_run(args, &report_trial_name(&suite.name), false)
+        let whole = !partial.contains(&suite.name)
+            && would_run(args, &report_trial_name(&suite.name), false)
             || (has_baseline && would_run(args, &compare_trial_name(&suite.name), false))
             || (args.exact
                 && suite
@@ -159,6 +189,18 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
         let report_name = report_trial_name(&suite.name);
         let compare_name = compare_trial_name(&suite.name);
         let has_baseline = session.config.suite(&suite.name).baseline.is_some();
+        if partial.contains(&suite.name) {
+            let why = "--skip leaves out some of this suite's cases; its report and gates need all of them";
+            trials.push(Trial::ignorable_test(report_name, move || {
+                Ok(Completion::ignored_with(why))
+            }));
+            if has_baseline {
+                trials.push(Trial::ignorable_test(compare_name, move || {
+                    Ok(Completion::ignored_with(why))
+                }));
+            }
+            continue;
+        }
         let wants_compare = has_baseline && would_run(args, &compare_name, false);
         if would_run(args, &report_name, false) || wants_compare {
             let report = session.report(suite, &eval);

@@ -162,9 +162,8 @@ impl Batches<'_> {
                 })
                 .collect();
             let start = Instant::now();
-            let results = model.generate(&requests, self.options);
-            stats.model_time += start.elapsed();
-            for (k, result) in results.into_iter().enumerate() {
+            // Each answer goes to `sink` (the answer cache) the moment the model has it.
+            model.generate_each(&requests, self.options, &mut |k, result| {
                 let result = match result {
                     Ok(a) => {
                         stats.generated += 1;
@@ -179,7 +178,8 @@ impl Batches<'_> {
                 };
                 sink(b * size + k, result);
                 bar.inc(1);
-            }
+            });
+            stats.model_time += start.elapsed();
             if let Some(tps) = stats.tokens_per_second() {
                 bar.set_message(format!("{tps:.1} tok/s"));
             }

@@ -258,7 +258,8 @@ impl Session {
                     &fingerprint,
                     &options,
                 )
-                .keyed_by_case_name(matches!(spec, ModelSpec::Replay(_)));
+                .keyed_by_case_name(matches!(spec, ModelSpec::Replay(_)))
+                .with_mode(self.config.answer_cache_mode);
                 let g = Generation {
                     spec: &spec,
                     options,

@@ -45,6 +45,8 @@ pub struct Overrides {
     pub max_samples: Option<usize>,
     /// `--max-new-tokens`.
     pub max_new_tokens: Option<usize>,
+    /// `--cache`.
+    pub cache: Option<crate::cache::AnswerCacheMode>,
 }
 
 /// The resolved run configuration.
@@ -62,6 +64,8 @@ pub struct Config {
     pub strict: bool,
     /// `VLMTEST_ANSWER_CACHE`: the answer cache folder instead of `target/vlmtest/answers`.
     pub answer_cache: Option<PathBuf>,
+    /// `--cache`: how the run uses the answer cache.
+    pub answer_cache_mode: crate::cache::AnswerCacheMode,
     /// What the stage tolerated but the user should see (printed once by the binary or harness).
     pub warnings: Vec<ConfigWarning>,
 }

@@ -124,6 +124,9 @@ impl Config {
         if let Some(n) = flags.max_new_tokens {
             self.model.max_new_tokens = n;
         }
+        if let Some(mode) = flags.cache {
+            self.answer_cache_mode = mode;
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub type ContentFn = Arc<dyn Fn(&Value) -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct StubConfig {
     pub latency: Duration,
+    /// Up to this much more latency per request, fixed by the body's hash (so answers of one
+    /// batch finish apart).
+    pub latency_spread: Duration,
     pub stall: Duration,
     pub retry_after_s: f64,
     pub plan: FaultPlan,
@@ -68,6 +71,7 @@ impl Default for StubConfig {
     fn default() -> Self {
         Self {
             latency: Duration::ZERO,
+            latency_spread: Duration::ZERO,
             stall: Duration::from_secs(5),
             retry_after_s: 0.05,
             plan: Arc::new(|_, _, _| Fault::None),
@@ -105,6 +109,10 @@ fn splitmix(mut z: u64) -> u64 {
 #[derive(Debug, Default)]
 pub struct StubLog {
     pub requests: AtomicU64,
+    /// Correct replies written out in full.
+    pub answered: AtomicU64,
+    /// When each correct reply was written out.
+    pub answered_at: Mutex<Vec<std::time::Instant>>,
     pub by_fault: Mutex<HashMap<String, u64>>,
     /// Requests per body hash (attempts included).
     pub by_body: Mutex<HashMap<u64, u32>>,
@@ -291,8 +299,11 @@ async fn respond(
     if let Ok(mut m) = log.by_fault.lock() {
         *m.entry(format!("{fault:?}")).or_insert(0) += 1;
     }
-    if !config.latency.is_zero() {
-        tokio::time::sleep(config.latency).await;
+    let spread = config.latency_spread.as_micros() as u64;
+    let extra = if spread == 0 { 0 } else { splitmix(h) % spread };
+    let latency = config.latency + Duration::from_micros(extra);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     match fault {
         Fault::ServerError => {
@@ -344,7 +355,14 @@ async fn respond(
         }
         Fault::None => {
             let b = completion(&req, reply(&req, config)).to_string();
-            write(stream, "200 OK", "", b.as_bytes(), b.len()).await
+            let sent = write(stream, "200 OK", "", b.as_bytes(), b.len()).await;
+            if sent {
+                log.answered.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut v) = log.answered_at.lock() {
+                    v.push(std::time::Instant::now());
+                }
+            }
+            sent
         }
     }
 }

@@ -6,7 +6,6 @@
 //! unreadable file is reported by path, with what to do about it.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -81,9 +80,8 @@ impl CheckpointFiles {
     }
 
     /// A hash of what decides the answers: config, tokenizer, generation and preprocessor
-    /// settings in full; each weight file's size, safetensors header and sampled contents (the
-    /// first and last MiB and eight spread blocks), so a different training run changes it
-    /// without hashing gigabytes.
+    /// settings in full, and every byte of each weight file (its digest is memoised per file
+    /// version, so the gigabytes are read once).
     pub fn fingerprint(&self) -> Result<String, ModelError> {
         let mut h = Sha256::new();
         // The chat template's files too: a new template changes every prompt.
@@ -119,30 +117,14 @@ impl CheckpointFiles {
     }
 }
 
-/// Hashes a file's size and samples of its contents into `h`.
+/// Hashes a file's name and the sha256 of all its bytes (memoised per file version) into `h`.
 pub fn sample_file(path: &Path, h: &mut Sha256) -> Result<(), ModelError> {
-    use std::io::{Seek, SeekFrom};
-    let err = |e: std::io::Error| ModelError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let mut f = std::fs::File::open(path).map_err(err)?;
-    let len = f.metadata().map_err(err)?.len();
     h.update(
         path.file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or_default(),
     );
-    h.update(len.to_le_bytes());
-    const BLOCK: u64 = 1 << 20;
-    let mut offsets = vec![0, len.saturating_sub(BLOCK)];
-    offsets.extend((1..9).map(|i| len / 9 * i));
-    let mut buf = vec![0u8; BLOCK as usize];
-    for off in offsets {
-        f.seek(SeekFrom::Start(off)).map_err(err)?;
-        let n = f.by_ref().take(BLOCK).read(&mut buf).map_err(err)?;
-        h.update(&buf[..n]);
-    }
+    h.update(super::digest::file_digest(path)?.as_bytes());
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! the cache beside the model; later loads read the Q8_0 file directly.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -14,7 +14,6 @@ use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::decode::{self, DecodeOptions, Decoder};
@@ -22,7 +21,7 @@ use super::{
     byte_vocab, chatml, fetch, gguf_tokenizer, Answer, GenerationOptions, Model, ModelError,
     Request,
 };
-use crate::case::{hex, Message};
+use crate::case::Message;
 use crate::lockfile::FileLock;
 
 /// Bumped when anything in this module changes what the model answers (v2: kernels pinned to the
@@ -67,20 +66,10 @@ fn corrupt(path: &Path, reason: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// A content fingerprint that is cheap for large files: size, first and last MiB.
+/// A file's content fingerprint: the sha256 of all its bytes, memoised per file version
+/// (`model::digest`).
 pub fn file_fingerprint(path: &Path) -> Result<String, ModelError> {
-    let mut f = File::open(path).map_err(|e| corrupt(path, e))?;
-    let len = f.metadata().map_err(|e| corrupt(path, e))?.len();
-    let mut h = Sha256::new();
-    h.update(len.to_le_bytes());
-    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
-    f.read_exact(&mut buf).map_err(|e| corrupt(path, e))?;
-    h.update(&buf);
-    f.seek(SeekFrom::Start(len - buf.len() as u64))
-        .map_err(|e| corrupt(path, e))?;
-    f.read_exact(&mut buf).map_err(|e| corrupt(path, e))?;
-    h.update(&buf);
-    Ok(hex(&h.finalize()))
+    super::digest::file_digest(path)
 }
 
 fn read_content(path: &Path) -> Result<(Content, BufReader<File>), ModelError> {

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod constrain;
 pub mod cuda_device;
 pub mod decode;
+pub mod digest;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
@@ -108,6 +109,21 @@ pub trait Model: Send {
         requests: &[Request<'_>],
         options: &GenerationOptions,
     ) -> Vec<Result<Answer, ModelError>>;
+
+    /// Answers a batch, handing each result to `sink` (with the request's index) the moment it
+    /// exists, so the caller can keep it before the next one arrives. The default hands over
+    /// `generate`'s results in order; a model whose answers finish apart (an HTTP endpoint)
+    /// overrides it, so a killed run loses only the answers still in flight.
+    fn generate_each(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+        sink: &mut dyn FnMut(usize, Result<Answer, ModelError>),
+    ) {
+        for (i, r) in self.generate(requests, options).into_iter().enumerate() {
+            sink(i, r);
+        }
+    }
 }
 
 mod duration_secs {

@@ -191,6 +191,20 @@ impl Model for OpenAiModel {
         requests: &[Request<'_>],
         options: &GenerationOptions,
     ) -> Vec<Result<Answer, ModelError>> {
+        let mut out: Vec<Option<Result<Answer, ModelError>>> =
+            requests.iter().map(|_| None).collect();
+        self.generate_each(requests, options, &mut |i, r| out[i] = Some(r));
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ModelError::Other("no reply".into()))))
+            .collect()
+    }
+
+    fn generate_each(
+        &mut self,
+        requests: &[Request<'_>],
+        options: &GenerationOptions,
+        sink: &mut dyn FnMut(usize, Result<Answer, ModelError>),
+    ) {
         let bodies: Vec<Result<Value, ModelError>> = requests
             .iter()
             .map(|r| self.body(r.messages, options))
@@ -211,20 +225,27 @@ impl Model for OpenAiModel {
                 .map_err(|e| ModelError::Other(format!("endpoint: {e}")))?;
             answer(&v, start.elapsed())
         });
-        self.runtime.block_on(join_all(calls.collect()))
+        self.runtime.block_on(each_as_ready(calls.collect(), sink));
     }
 }
 
-/// Polls every future concurrently on the current task; results in input order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+/// Polls every future concurrently on the current task, handing each output to `sink` (with its
+/// index) as soon as that future is done.
+async fn each_as_ready<F: std::future::Future>(
+    futures: Vec<F>,
+    sink: &mut dyn FnMut(usize, F::Output),
+) {
+    let mut futures: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
+        for (i, slot) in futures.iter_mut().enumerate() {
+            if let Some(f) = slot {
                 match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Ready(v) => {
+                        *slot = None;
+                        sink(i, v);
+                    }
                     std::task::Poll::Pending => pending = true,
                 }
             }
@@ -236,9 +257,6 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
         }
     })
     .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 fn answer(v: &Value, elapsed: Duration) -> Result<Answer, ModelError> {

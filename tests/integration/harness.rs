@@ -116,3 +116,31 @@ fn a_missing_model_fails_every_case_with_its_error_instead_of_crashing() {
     let c = run_in(dir.path(), &args(&["--skip", "report"]));
     assert_eq!((c.num_passed, c.num_failed), (0, 5), "{c:?}");
 }
+
+/// Before, a suite's report pulled every case into inference, the skipped ones too.
+#[test]
+fn skip_answers_only_the_cases_that_run_and_ignores_the_partial_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    project(dir.path(), GOOD, "pass_rate = 1.0");
+    let c = run_in(dir.path(), &args(&["--skip", "torque_002"]));
+    assert_eq!(
+        (
+            c.num_passed,
+            c.num_failed,
+            c.num_ignored,
+            c.num_filtered_out
+        ),
+        (4, 0, 1, 1),
+        "four cases run, the report is ignored, the skipped case filtered out: {c:?}"
+    );
+    let answers = dir.path().join("target/vlmtest/answers");
+    let cached: usize = std::fs::read_dir(&answers)
+        .expect("answer cache")
+        .filter_map(Result::ok)
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .count();
+    assert_eq!(cached, 4, "the skipped case was not answered");
+}

@@ -2,6 +2,7 @@
 
 mod compare;
 mod config_stage;
+mod exactly_once;
 mod export_bundle;
 mod gguf_adapter;
 mod gguf_model;

@@ -37,7 +37,7 @@ PY
     code=$?
     set -e
     if [ "$code" -gt 1 ]; then cat "$work/err" >&2; exit "$code"; fi
-    read -r wall kib <"$work/time"
+    read -r wall kib < <(tail -1 "$work/time")
     awk -v n="$n" -v p="$pass" -v w="$wall" -v k="$kib" \
       'BEGIN { printf "%-9d %-5s %9.2f %10.0f %10.1f\n", n, p, w, k / 1024, w * 1e6 / n }'
   done

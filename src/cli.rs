@@ -415,10 +415,14 @@ fn run(
     let label = main_model_label(&session, &eval);
     meta.model = Some(label.clone());
     let adapter = session.config.model.adapter.clone();
+    // Rendered once: the stored run's page is also the latest one.
+    let rendered: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     let page = |id: &str| {
         let mut m = meta.clone();
         m.run_id = Some(id.to_owned());
-        report::html::render(&reports, &m)
+        let html = report::html::render(&reports, &m);
+        *rendered.borrow_mut() = Some(html.clone());
+        html
     };
     let stored = run_store::save(
         &out_dir,
@@ -430,9 +434,9 @@ fn run(
     );
     // The latest run's page, beside the latest reports.
     let html_path = out_dir.join("report.html");
-    let latest = match &stored {
-        Ok(m) => page(&m.id),
-        Err(_) => report::html::render(&reports, &meta),
+    let latest = match rendered.into_inner() {
+        Some(html) => html,
+        None => report::html::render(&reports, &meta),
     };
     if let Err(e) = std::fs::write(&html_path, latest) {
         eprintln!("warning: cannot write {}: {e}", html_path.display());

@@ -3,12 +3,12 @@
 //! environment or the file: the rest of the crate receives typed values.
 //!
 //! - [`file`]: the file's tables as serde types;
-//! - [`gate`]: a gate's bound;
-//! - [`env`]: every variable read, with its type and default, and the process-wide knobs;
-//! - [`resolve`]: the merge of file, environment and flags;
+//! - `gate`: a gate's bound;
+//! - [`env`](mod@env): every variable read, with its type and default, and the process-wide knobs;
+//! - `resolve`: the merge of file, environment and flags;
 //! - [`rubrics`]: the judge rubrics checked with the rest;
-//! - [`locate`]: file, line and key of a TOML error;
-//! - [`error`]: the stage's errors and warnings.
+//! - `locate`: file, line and key of a TOML error;
+//! - `error`: the stage's errors and warnings.
 
 pub mod env;
 mod error;

@@ -94,7 +94,7 @@ const IGNORED: [&str; 6] = [
     "examples",
 ];
 
-/// A schema checked to use only the subset [`validate`] implements.
+/// A schema checked to use only the subset `validate` implements.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schema(Value);
 

@@ -142,6 +142,9 @@ pub enum CompareFormat {
     Table,
     Json,
     Markdown,
+    /// One self-contained page: metric deltas with intervals, the changed cases' answers side by
+    /// side, filters for fixed and broken.
+    Html,
 }
 
 #[derive(Debug, clap::Args)]
@@ -738,6 +741,7 @@ fn compare(root: &std::path::Path, args: &CompareArgs) -> u8 {
     match args.format {
         CompareFormat::Table => print!("{}", crate::compare::render::table(&cmp)),
         CompareFormat::Markdown => print!("{}", crate::compare::render::markdown(&cmp)),
+        CompareFormat::Html => print!("{}", crate::compare::html::render(&cmp)),
         CompareFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&cmp).unwrap_or_default())
         }

@@ -10,6 +10,7 @@
 //! only are listed and left out of the paired statistics. The difference is always `B − A`.
 
 pub mod baseline;
+pub mod html;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -39,7 +39,7 @@ fn change(c: Change) -> &'static str {
     }
 }
 
-fn header(s: &SuiteComparison) -> [String; 2] {
+pub(super) fn header(s: &SuiteComparison) -> [String; 2] {
     [
         format!(
             "suite {}: A = {}, B = {}",
@@ -62,7 +62,7 @@ fn header(s: &SuiteComparison) -> [String; 2] {
     ]
 }
 
-fn metric_rows(s: &SuiteComparison) -> Vec<Vec<String>> {
+pub(super) fn metric_rows(s: &SuiteComparison) -> Vec<Vec<String>> {
     let mut rows = vec![vec![
         "metric".to_string(),
         "A".into(),

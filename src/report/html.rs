@@ -26,6 +26,12 @@ use crate::score::ScoreStatus;
 use crate::verdict::{expected_text, Verdict};
 use escape::escape;
 pub use images::ImageOptions;
+pub use page::CSP;
+
+/// The report page's inline style sheet, for other pages of the same look (`vlmtest compare`).
+pub fn style() -> &'static str {
+    page::CSS
+}
 
 use super::Report;
 

@@ -9,7 +9,7 @@ use super::images::ImageStore;
 use super::{cases, HtmlMeta, Status};
 use crate::report::Report;
 
-const CSS: &str = include_str!("page.css");
+pub(super) const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("page.js");
 /// The page forbids itself every network request: only inline style and script and `data:`
 /// images load, whatever a case's text holds.

@@ -375,8 +375,19 @@ fn task_reports(
         .collect()
 }
 
-/// Loads an importer-backed suite (`source = { kind, path }`).
-fn import_source(kind: &str, path: &Path, suite: &str) -> Result<Vec<Case>, SuiteError> {
-    task::import::load(kind, path, suite)
-        .map_err(|e| SuiteError::new(path, None, Some("source"), e.to_string()))
+/// Loads an importer-backed suite (`source = { kind, path }`): a row the importer rejects is a
+/// load error of the suite (counted in every output), not a warning on stderr.
+fn import_source(
+    kind: &str,
+    path: &Path,
+    suite: &str,
+) -> Result<(Vec<Case>, Vec<SuiteError>), SuiteError> {
+    let imported = task::import::load_with(kind, path, suite, &Default::default())
+        .map_err(|e| SuiteError::new(path, None, Some("source"), e.to_string()))?;
+    let rejected = imported
+        .rejected
+        .iter()
+        .map(|r| SuiteError::new(path, None, None, format!("rejected row: {r}")))
+        .collect();
+    Ok((imported.cases, rejected))
 }

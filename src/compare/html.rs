@@ -75,10 +75,15 @@ fn suite(out: &mut String, s: &SuiteComparison) {
     );
     out.push_str("<table><tr><th>case</th><th>change</th><th>why</th><th>A answered</th><th>B answered</th></tr>");
     let answer = |a: &Option<String>| {
-        a.as_deref()
-            .map_or_else(|| "<i>(no answer)</i>".to_owned(), |t| format!("<pre>{}</pre>", escape(t)))
+        a.as_deref().map_or_else(
+            || "<i>(no answer)</i>".to_owned(),
+            |t| format!("<pre>{}</pre>", escape(t)),
+        )
     };
-    for (kind, label, list) in [("broken", "pass → FAIL", &s.broken), ("fixed", "fail → pass", &s.fixed)] {
+    for (kind, label, list) in [
+        ("broken", "pass → FAIL", &s.broken),
+        ("fixed", "fail → pass", &s.fixed),
+    ] {
         for ch in list {
             let _ = write!(
                 out,

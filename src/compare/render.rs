@@ -17,11 +17,15 @@ fn interval(ci: Option<(f64, f64)>) -> String {
     ci.map_or_else(|| "-".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"))
 }
 
-fn p_value(m: &MetricDelta) -> String {
+/// A p-value as printed; a bootstrap p-value of 0 (no resample crossed 0) is shown as the bound
+/// the resamples give, `< 2/R`, never as 0.
+fn p_value(m: &MetricDelta, resamples: usize) -> String {
     m.p_value.map_or_else(
         || "-".into(),
         |p| {
-            if p < 1e-4 {
+            if p == 0.0 && m.test == "bootstrap" && resamples > 0 {
+                format!("< {:.1e} ({})", 2.0 / resamples as f64, m.test)
+            } else if p < 1e-4 {
                 format!("{p:.1e} ({})", m.test)
             } else {
                 format!("{p:.4} ({})", m.test)
@@ -79,7 +83,7 @@ pub(super) fn metric_rows(s: &SuiteComparison) -> Vec<Vec<String>> {
             num(m.b),
             signed(m.diff),
             interval(m.ci95),
-            p_value(m),
+            p_value(m, s.bootstrap.resamples),
             change(m.change).into(),
         ]);
     }

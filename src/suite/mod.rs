@@ -27,8 +27,9 @@ pub struct Suite {
     pub errors: Vec<SuiteError>,
 }
 
-/// Hook for importer-backed suites: `(kind, path, suite) -> cases`. The task module provides it.
-pub type SourceLoader = fn(&str, &Path, &str) -> Result<Vec<Case>, SuiteError>;
+/// Hook for importer-backed suites: `(kind, path, suite) -> (cases, the rows it rejected)`. The
+/// task module provides it.
+pub type SourceLoader = fn(&str, &Path, &str) -> Result<(Vec<Case>, Vec<SuiteError>), SuiteError>;
 
 fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -88,7 +89,10 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
             let path = root.join(&source.path);
             match source_loader {
                 Some(load) => match load(&source.kind, &path, name) {
-                    Ok(cases) => entry.0.extend(cases),
+                    Ok((cases, rejected)) => {
+                        entry.0.extend(cases);
+                        entry.1.extend(rejected);
+                    }
                     Err(e) => entry.1.push(e),
                 },
                 None => entry.1.push(SuiteError::new(

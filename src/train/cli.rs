@@ -35,9 +35,21 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// The folder a row file's paths must stay within: the vlmtest project when the file is one of
+/// its files (so `cases/x.jsonl` may name `../fixtures/…` as `vlmtest run` allows), else the
+/// file's own folder.
+fn rows_root(file: &Path, project: &Path) -> PathBuf {
+    let parent = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    match (file.canonicalize(), project.canonicalize()) {
+        (Ok(f), Ok(p)) if f.starts_with(&p) => p,
+        _ => parent,
+    }
+}
+
 /// Loads case rows for training: the suite loader with the reference kept as an exact-match and
-/// token-F1 expectation. Every bad row is reported, one per line.
-pub fn load_rows(files: &[PathBuf]) -> Result<Vec<Case>, TrainError> {
+/// token-F1 expectation, paths checked against `project` (see `rows_root`). Every bad row is
+/// reported, one per line.
+pub fn load_rows(files: &[PathBuf], project: &Path) -> Result<Vec<Case>, TrainError> {
     let cfg = SuiteConfig {
         row_scorers: vec![RowScorer::Exact, RowScorer::TokenF1],
         ..SuiteConfig::default()
@@ -54,8 +66,8 @@ pub fn load_rows(files: &[PathBuf]) -> Result<Vec<Case>, TrainError> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "rows".into());
-        let root = f.parent().unwrap_or(Path::new("."));
-        let (mut got, errors) = crate::suite::rows::load(f, &suite, &cfg, root);
+        let root = rows_root(f, project);
+        let (mut got, errors) = crate::suite::rows::load(f, &suite, &cfg, &root);
         if !errors.is_empty() {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(TrainError::Data {
@@ -84,11 +96,11 @@ pub fn run(cli: Cli) -> Result<String, TrainError> {
             });
     }
     let cfg = TrainConfig::resolve(cli.config.as_deref(), &cli.args)?;
-    let train_rows = load_rows(&cfg.train)?;
+    let train_rows = load_rows(&cfg.train, &cfg.project)?;
     let val = match &cfg.suite {
         Some(name) => Validation::of_suite(&cfg.project, name)?,
         None if cfg.val.is_empty() => Validation::none(),
-        None => Validation::of_rows(load_rows(&cfg.val)?),
+        None => Validation::of_rows(load_rows(&cfg.val, &cfg.project)?),
     };
     let device = device_for(cfg.device)?;
     let mut model = load_base(&cfg.base, &device, cfg.dtype)?;

@@ -257,13 +257,26 @@ fn runs_are_stored_listed_and_compared() {
     );
 
     // The same comparison as one page: self-contained, the broken case with both answers.
-    let (code, page, _) = vlmtest(dir.path(), &["compare", &first, &second, "--format", "html"]);
+    let (code, page, _) = vlmtest(
+        dir.path(),
+        &["compare", &first, &second, "--format", "html"],
+    );
     assert_eq!(code, 0);
     assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
     assert!(page.contains("default-src 'none'"), "the report's CSP");
-    assert!(!page.contains("http://") && !page.contains("https://"), "no network reference");
-    assert!(page.contains(r#"<button data-show="broken">broken (1)</button>"#), "{page}");
-    assert_eq!(page.matches(r#"<tr class="chg broken">"#).count(), 1, "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no network reference"
+    );
+    assert!(
+        page.contains(r#"<button data-show="broken">broken (1)</button>"#),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches(r#"<tr class="chg broken">"#).count(),
+        1,
+        "{page}"
+    );
     assert!(page.contains("<td>pass_rate</td>"), "{page}");
 
     // Two models run on the same cases first, each stored as a run.

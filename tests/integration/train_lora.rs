@@ -69,7 +69,7 @@ fn config(dir: &Path, rows: &Path, out: &str, max_steps: usize) -> TrainConfig {
 fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let rows_path = write_rows(dir.path(), "facts.jsonl", &FACTS);
-    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path), std::path::Path::new(".")).unwrap();
     let cfg = config(dir.path(), &rows_path, "run", 20);
     let mut model = SmolLm::load(&base()).unwrap();
     let report = train(
@@ -122,7 +122,7 @@ fn training_learns_the_rows_and_the_saved_adapter_reloads_to_the_same_answers() 
 fn an_interrupted_run_resumes_to_the_same_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let rows_path = write_rows(dir.path(), "facts.jsonl", &FACTS);
-    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path), std::path::Path::new(".")).unwrap();
     let quiet = |mut c: TrainConfig| {
         c.eval_before = false;
         c.val.clear();
@@ -268,7 +268,7 @@ fn the_trainers_after_summary_equals_a_vlmtest_run_of_the_saved_adapter() {
          [suites.facts.gates]\npass_rate = 0.5\n",
     )
     .unwrap();
-    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path), std::path::Path::new(".")).unwrap();
     let mut cfg = config(dir.path(), &rows_path, "run", 6);
     cfg.val.clear();
     cfg.suite = Some("facts".into());

@@ -94,7 +94,7 @@ fn training_learns_the_image_answers_and_the_adapter_reloads_to_the_same_answers
     let dir = tempfile::tempdir().unwrap();
     let ckpt = checkpoint(dir.path());
     let rows_path = write_rows(dir.path());
-    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path), std::path::Path::new(".")).unwrap();
     assert!(rows.iter().all(|c| c.has_images()));
     let mut cfg = config(&ckpt, &rows_path, &dir.path().join("run"));
     cfg.save_merged = true;
@@ -222,7 +222,7 @@ fn export_for_peft(
 fn every_lora_tensor_gets_a_nonzero_gradient_through_images_and_deepstack() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = checkpoint(dir.path());
-    let rows = load_rows(&[write_rows(dir.path())]).unwrap();
+    let rows = load_rows(&[write_rows(dir.path())], std::path::Path::new(".")).unwrap();
     let mut m = QwenTrain::load(&ckpt, &Device::Cpu, DType::F32).unwrap();
     let varmap = VarMap::new();
     let mut rng = LoraRng::new(3);
@@ -280,7 +280,7 @@ fn an_interrupted_qwen_run_resumes_to_the_same_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = checkpoint(dir.path());
     let rows_path = write_rows(dir.path());
-    let rows = load_rows(std::slice::from_ref(&rows_path)).unwrap();
+    let rows = load_rows(std::slice::from_ref(&rows_path), std::path::Path::new(".")).unwrap();
     let setup = |out: &str, steps: usize| {
         let mut c = config(&ckpt, &rows_path, &dir.path().join(out));
         c.eval_before = false;

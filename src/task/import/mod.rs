@@ -56,16 +56,6 @@ pub struct Imported {
     pub notes: Vec<String>,
 }
 
-/// Loads `path` as cases of `suite` with default options. Rejected rows are printed to stderr;
-/// the call fails only when the input cannot be read or no row is usable.
-pub fn load(kind: &str, path: &Path, suite: &str) -> Result<Vec<Case>, TaskError> {
-    let imported = load_with(kind, path, suite, &ImportOptions::default())?;
-    for r in &imported.rejected {
-        eprintln!("warning: skipped row: {r}");
-    }
-    Ok(imported.cases)
-}
-
 /// Loads with explicit options; see `load`.
 pub fn load_with(
     kind: &str,

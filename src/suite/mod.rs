@@ -50,6 +50,19 @@ fn stem(p: &Path) -> String {
         .to_owned()
 }
 
+/// A suite is named by its file's stem, which becomes the first part of every test name: it may
+/// not hold the `::` separator (or anything but letters, digits, `_`, `-`, `.`).
+fn check_suite_name(file: &Path, name: &str) -> Result<(), SuiteError> {
+    build::check_name_part(name).map_err(|m| {
+        SuiteError::new(
+            file,
+            None,
+            None,
+            format!("suite name (the file's stem): {m}"),
+        )
+    })
+}
+
 /// Adds one file's cases and errors to its suite; a file that holds nothing is an error of its
 /// own (in `list` as in `run`), never a silently empty suite.
 fn keep_loaded(
@@ -73,12 +86,20 @@ pub fn load_all(root: &Path, config: &Config, source_loader: Option<SourceLoader
     let mut by_suite: BTreeMap<String, (Vec<Case>, Vec<SuiteError>)> = BTreeMap::new();
     for file in files_with_ext(&root.join("probes"), "toml") {
         let name = stem(&file);
+        if let Err(e) = check_suite_name(&file, &name) {
+            by_suite.entry(name).or_default().1.push(e);
+            continue;
+        }
         let (cases, errors) = probe::load(&file, &name, &config.suite(&name), root);
         let entry = by_suite.entry(name).or_default();
         keep_loaded(entry, &file, cases, errors);
     }
     for file in files_with_ext(&root.join("cases"), "jsonl") {
         let name = stem(&file);
+        if let Err(e) = check_suite_name(&file, &name) {
+            by_suite.entry(name).or_default().1.push(e);
+            continue;
+        }
         let (cases, errors) = rows::load(&file, &name, &config.suite(&name), root);
         let entry = by_suite.entry(name).or_default();
         keep_loaded(entry, &file, cases, errors);

@@ -219,3 +219,39 @@ fn an_empty_suite_file_is_a_named_error() {
     let msg = suites[0].errors[0].to_string();
     assert!(msg.contains("qa.jsonl: the file holds no cases"), "{msg}");
 }
+
+#[test]
+fn a_suite_name_holding_the_separator_is_a_load_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "cases/shop::qa.jsonl",
+        "{\"conversations\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"7 Nm\"}]}\n",
+    );
+    let suites = load(dir.path());
+    assert!(suites[0].cases.is_empty());
+    let msg = suites[0].errors[0].to_string();
+    assert!(msg.contains("suite name") && msg.contains("`:`"), "{msg}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_that_leads_out_of_the_project_is_refused_like_dot_dot() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("secret.png"), "not an image").expect("write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("cases")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.png"),
+        dir.path().join("cases/link.png"),
+    )
+    .expect("symlink");
+    write(
+        dir.path(),
+        "cases/qa.jsonl",
+        "{\"image\": \"link.png\", \"conversations\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"7 Nm\"}]}\n",
+    );
+    let suites = load(dir.path());
+    let msg = suites[0].errors[0].to_string();
+    assert!(msg.contains("leaves the project root"), "{msg}");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use vlmtest::case::{Expectation, Part};
 use vlmtest::task::import::download::{fetch_all, DownloadOptions, Outcome};
-use vlmtest::task::import::{load, load_with, ImportOptions};
+use vlmtest::task::import::{load_with, ImportOptions};
 
 /// A tiny HTTP server: `/ok.png` (an image), `/page` (HTML), `/flaky.jpg` (503 once, then an
 /// image), `/big.jpg` (too large), anything else 404. Returns its base URL and a request counter.
@@ -180,12 +180,14 @@ fn bad_rows_are_named_and_good_rows_kept() {
     assert!(msgs[1].contains(":3: field `json`"), "{}", msgs[1]);
     let all_bad = tmp.path().join("bad.jsonl");
     std::fs::write(&all_bad, "{\"id\": 1}\n").unwrap();
-    let err = load("price", &all_bad, "p").unwrap_err().to_string();
+    let err = load_with("price", &all_bad, "p", &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("no usable rows (1 rejected)") && err.contains(":1: field `price`: missing"),
         "{err}"
     );
-    assert!(load("pdf", &file, "p")
+    assert!(load_with("pdf", &file, "p", &ImportOptions::default())
         .unwrap_err()
         .to_string()
         .contains("unknown import kind"));
@@ -287,7 +289,9 @@ fn deal_pages_and_label_rows_are_rejected_with_their_field() {
     let id = "0".repeat(64);
     std::fs::write(root.join(format!("{id}.png")), b"not the hashed bytes").unwrap();
     std::fs::write(&gt, format!("{{\"image_id\": \"{id}\", \"scene\": [\"scene.food\"]}}\n{{\"image_id\": \"abc\", \"scene\": \"scene.food\"}}\n")).unwrap();
-    let err = load("labels", &gt, "l").unwrap_err().to_string();
+    let err = load_with("labels", &gt, "l", &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("no usable rows (2 rejected)")
             && err.contains("gt.jsonl:1: field `image_id`")

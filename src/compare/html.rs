@@ -32,7 +32,7 @@ pub fn render(c: &Comparison) -> String {
             escape(&c.unmatched_suites.join(", "))
         );
     }
-    let _ = write!(out, "</main><script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "</main><script>{SCRIPT}</script></body></html>");
     out
 }
 

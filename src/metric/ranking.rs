@@ -14,7 +14,8 @@ pub fn average_precision(truth: &[bool], score: &[f64]) -> Option<f64> {
         return Some(0.0);
     }
     let mut order: Vec<usize> = (0..truth.len()).collect();
-    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    // Unstable: ties are consumed as one group, so their order inside it does not matter.
+    order.sort_unstable_by(|&a, &b| score[b].total_cmp(&score[a]));
     let (mut tp, mut seen) = (0usize, 0usize);
     let (mut ap, mut prev_recall) = (0.0, 0.0);
     let mut i = 0;

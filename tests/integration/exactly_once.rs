@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use vlmtest::judge::stub::{StubConfig, StubServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vlmtest");
-const CASES: usize = 400;
+const CASES: usize = 500;
 const KILLS: usize = 20;
-const SLACK: Duration = Duration::from_millis(30);
+const SLACK: Duration = Duration::from_millis(80);
 
 #[test]
 fn killed_runs_resume_and_each_answer_is_asked_about_once() {
@@ -32,10 +32,10 @@ fn killed_runs_resume_and_each_answer_is_asked_about_once() {
         "[model]\nbatch_size = 8\n[suites.s]\nrow_scorers = [\"token_f1\"]\n",
     )
     .expect("config");
-    // 10–110 ms per answer, fixed by the request: the answers of one batch finish apart.
+    // 10–210 ms per answer, fixed by the request: the answers of one batch finish apart.
     let server = StubServer::start(StubConfig {
         latency: Duration::from_millis(10),
-        latency_spread: Duration::from_millis(100),
+        latency_spread: Duration::from_millis(200),
         content: Some(Arc::new(|_| "an answer".to_owned())),
         ..StubConfig::default()
     })
@@ -71,7 +71,7 @@ fn killed_runs_resume_and_each_answer_is_asked_about_once() {
         kills += 1;
         // Let the endpoint finish the requests the dead process left in flight (their replies go
         // nowhere), so the next process's window holds only its own answers.
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(250));
         // Every answer the endpoint finished for this process well before the kill (SLACK: time
         // for the client to read it and write its file) is in the cache. Before, answers were
         // cached per batch: a kill lost the finished answers of the unfinished batch.

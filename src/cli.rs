@@ -1,6 +1,7 @@
 //! The `vlmtest` command line: flags only. Resolution of flags, environment and `vlmtest.toml`
 //! happens in `config` (through `Session::open`); its errors are printed here, once.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -418,14 +419,10 @@ fn run(
     let label = main_model_label(&session, &eval);
     meta.model = Some(label.clone());
     let adapter = session.config.model.adapter.clone();
-    // Rendered once: the stored run's page is also the latest one.
-    let rendered: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     let page = |id: &str| {
         let mut m = meta.clone();
         m.run_id = Some(id.to_owned());
-        let html = report::html::render(&reports, &m);
-        *rendered.borrow_mut() = Some(html.clone());
-        html
+        report::html::render(&reports, &m)
     };
     let stored = run_store::save(
         &out_dir,
@@ -435,13 +432,20 @@ fn run(
         &reports,
         Some(&page),
     );
-    // The latest run's page, beside the latest reports.
+    // The latest run's page, beside the latest reports: a copy of the stored run's page (rendered
+    // once), else rendered here.
     let html_path = out_dir.join("report.html");
-    let latest = match rendered.into_inner() {
-        Some(html) => html,
-        None => report::html::render(&reports, &meta),
+    let written = match &stored {
+        Ok(m) => std::fs::copy(
+            run_store::runs_dir(&out_dir)
+                .join(&m.id)
+                .join("report.html"),
+            &html_path,
+        )
+        .map(drop),
+        Err(_) => std::fs::write(&html_path, report::html::render(&reports, &meta)),
     };
-    if let Err(e) = std::fs::write(&html_path, latest) {
+    if let Err(e) = written {
         eprintln!("warning: cannot write {}: {e}", html_path.display());
     }
     if let Ok(m) = &stored {
@@ -501,10 +505,13 @@ fn render(reports: &[Report], format: Format, meta: &report::html::HtmlMeta) {
     match format {
         Format::Html => print!("{}", report::html::render(reports, meta)),
         Format::Table => println!("\n{}", table::summary(reports)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(reports).unwrap_or_default()
-        ),
+        Format::Json => {
+            // Streamed: a large run's JSON is never held as one string.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if serde_json::to_writer_pretty(&mut out, reports).is_ok() {
+                let _ = writeln!(out);
+            }
+        }
         Format::Junit => print!("{}", junit::render(reports)),
     }
 }

@@ -301,7 +301,7 @@ impl Session {
             &label,
             &cfg,
             &cases,
-            &verdicts,
+            verdicts,
             tasks,
             &suite.errors,
         );

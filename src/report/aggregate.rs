@@ -86,10 +86,12 @@ pub fn build(
     model: &str,
     cfg: &SuiteConfig,
     cases: &[&Case],
-    verdicts: &[Verdict],
+    verdicts: Vec<Verdict>,
     tasks: BTreeMap<String, serde_json::Value>,
     load_errors: &[SuiteError],
 ) -> Report {
+    let all = verdicts;
+    let verdicts = all.as_slice();
     let passed = verdicts.iter().filter(|v| v.passed).count();
     let mut scorers: BTreeMap<String, (ScorerSummary, Vec<f64>)> = BTreeMap::new();
     for v in verdicts {
@@ -187,8 +189,9 @@ pub fn build(
         gates: Vec::new(),
         judge: None,
         load_errors: load_errors.to_vec(),
-        verdicts: verdicts.to_vec(),
+        verdicts: Vec::new(),
     };
+    report.verdicts = all;
     report.gates = gate::evaluate(&cfg.gates, cfg.max_errors, &report);
     report
 }

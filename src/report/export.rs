@@ -77,10 +77,12 @@ pub fn run_metadata(reports: &[Report], meta: &HtmlMeta, config: Option<&Value>)
             r.suite.clone(),
             json!({
                 "model": r.model,
-                "cases": r.verdicts.len(),
+                "cases": r.overall.cases,
                 "passed": r.overall.passed,
                 "model_errors": r.model_errors,
                 "scorer_errors": r.scorer_errors,
+                // Entries that did not load count as cases that did not pass (see `Report`).
+                "load_errors": r.load_errors,
                 "thresholds": thresholds,
                 "spam_policy": policy,
                 "timing": {

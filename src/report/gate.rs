@@ -170,7 +170,7 @@ mod tests {
     fn a_judge_gate_with_errors_behind_it_fails_as_incomplete() {
         let verdicts = judged(31, 69);
         let c = cfg(&[("score.judge.correctness", 0.9)], 0);
-        let r = crate::report::build("s", "m", &c, &[], &verdicts, BTreeMap::new(), &[]);
+        let r = crate::report::build("s", "m", &c, &[], verdicts.clone(), BTreeMap::new(), &[]);
         let g = &r.gates[0];
         assert_eq!(g.actual, Some(1.0));
         assert_eq!(g.missing, 69);
@@ -182,7 +182,7 @@ mod tests {
         );
         // A suite that accepts that many errors gets its gate judged on the value.
         let c = cfg(&[("score.judge.correctness", 0.9)], 69);
-        let r = crate::report::build("s", "m", &c, &[], &verdicts, BTreeMap::new(), &[]);
+        let r = crate::report::build("s", "m", &c, &[], verdicts.clone(), BTreeMap::new(), &[]);
         assert!(r.gates[0].passed);
         assert_eq!(r.outcome(), crate::report::Outcome::Error);
     }
@@ -195,7 +195,15 @@ mod tests {
             .collect();
         let c = cfg(&[("pass_rate", 0.5), ("score.numeric", 0.5)], 0);
         let errors = [bad_row(3)];
-        let r = crate::report::build("s", "m", &c, &[], &verdicts, BTreeMap::new(), &errors);
+        let r = crate::report::build(
+            "s",
+            "m",
+            &c,
+            &[],
+            verdicts.clone(),
+            BTreeMap::new(),
+            &errors,
+        );
         assert_eq!((r.overall.cases, r.overall.passed), (3, 2));
         assert!((r.overall.pass_rate - 2.0 / 3.0).abs() < 1e-12);
         assert!(
@@ -205,7 +213,7 @@ mod tests {
         );
         assert_eq!(r.errors(), 1);
         assert_eq!(r.outcome(), crate::report::Outcome::Error);
-        let clean = crate::report::build("s", "m", &c, &[], &verdicts, BTreeMap::new(), &[]);
+        let clean = crate::report::build("s", "m", &c, &[], verdicts.clone(), BTreeMap::new(), &[]);
         assert!(clean.gates.iter().all(|g| g.missing == 0 && g.passed));
         assert_eq!(clean.outcome(), crate::report::Outcome::Passed);
     }
@@ -224,7 +232,7 @@ mod tests {
             let verdicts = judged(passed, errors);
             let c = cfg(&[("score.judge.correctness", min), ("pass_rate", min)], max_errors);
             let load: Vec<SuiteError> = (0..loads).map(|i| bad_row(i + 1)).collect();
-            let r = crate::report::build("s", "m", &c, &[], &verdicts, BTreeMap::new(), &load);
+            let r = crate::report::build("s", "m", &c, &[], verdicts.clone(), BTreeMap::new(), &load);
             for g in &r.gates {
                 prop_assert_eq!(g.missing, errors + loads);
                 if g.missing > max_errors {

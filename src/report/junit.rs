@@ -183,7 +183,15 @@ mod tests {
             bootstrap: 0,
             ..SuiteConfig::default()
         };
-        let r = crate::report::build("s", "m", &cfg, &[], &verdicts, BTreeMap::new(), &load);
+        let r = crate::report::build(
+            "s",
+            "m",
+            &cfg,
+            &[],
+            verdicts.clone(),
+            BTreeMap::new(),
+            &load,
+        );
         let xml = render(&[r]);
         assert!(
             xml.contains(r#"<testsuite name="s" tests="5" failures="1" errors="3">"#),

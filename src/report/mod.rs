@@ -195,9 +195,12 @@ pub fn output_dir(project: &Path) -> PathBuf {
 pub fn write_json(dir: &Path, report: &Report) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("report-{}.json", report.suite));
-    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
+    // Streamed to the file: a large report is never held as one string.
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::other)?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }

@@ -30,7 +30,7 @@ fn reference(name: &str) -> (Vec<Value>, Value) {
 
 /// A report of one verdict per `(id, answer, score)`.
 fn report(suite: &str, scores: Vec<(String, String, Score)>) -> Report {
-    let verdicts = scores
+    let verdicts: Vec<Verdict> = scores
         .into_iter()
         .map(|(id, text, s)| Verdict {
             name: format!("{suite}::c::{id}"),
@@ -50,7 +50,10 @@ fn report(suite: &str, scores: Vec<(String, String, Score)>) -> Report {
     Report {
         suite: suite.into(),
         model: "m".into(),
-        overall: Tally::default(),
+        overall: Tally {
+            cases: verdicts.len(),
+            ..Tally::default()
+        },
         failed: 0,
         model_errors: 0,
         scorer_errors: 0,

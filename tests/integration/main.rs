@@ -4,6 +4,7 @@ mod compare;
 mod config_stage;
 mod exactly_once;
 mod export_bundle;
+mod fuzz;
 mod gguf_adapter;
 mod gguf_model;
 mod green_means_green;

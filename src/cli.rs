@@ -222,7 +222,7 @@ pub fn main() -> ExitCode {
         } => runs(&root, format, prune.then_some(keep).flatten()),
         Command::Compare(args) => compare(&root, &args),
         Command::Export { paths, out, zip } => export(&root, paths, &out, zip),
-        Command::Import(args) => match crate::task::import::run_import(&args) {
+        Command::Import(args) => match crate::task::import::run_import(&args, &root) {
             Ok(()) => exit::PASSED,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -320,7 +320,7 @@ fn import_command_writes_a_suite_file() {
         "--out".as_ref(),
         out.as_os_str(),
     ]);
-    vlmtest::task::import::run_import(&cli.args).unwrap();
+    vlmtest::task::import::run_import(&cli.args, root).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 5);
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -335,4 +335,66 @@ fn import_command_writes_a_suite_file() {
         first["conversations"].as_array().unwrap().last().unwrap()["role"],
         "assistant"
     );
+}
+
+/// `vlmtest import` writes into the project `--root` names, and never writes a case whose image
+/// the loader would refuse: pages outside the project are an error naming the root, with nothing
+/// written; copied under the project, the same import writes a suite that loads cleanly.
+#[test]
+fn import_honours_the_root_and_refuses_images_outside_it() {
+    let flyers = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tasks/examples/flyers");
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    let import = |input: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vlmtest"))
+            .arg("--root")
+            .arg(root)
+            .args(["import", "deals"])
+            .arg(input)
+            .args(["--suite", "flyers"])
+            .env_remove("VLMTEST_ROOT")
+            .output()
+            .expect("vlmtest runs")
+    };
+    let out = import(&flyers);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("outside the project root"), "{err}");
+    assert!(!root.join("cases/flyers.jsonl").exists(), "nothing written");
+
+    let copy = root.join("fixtures/flyers");
+    for entry in walk(&flyers) {
+        let rel = entry.strip_prefix(&flyers).unwrap();
+        let to = copy.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let out = import(&copy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = vlmtest::config::Config::load(root).unwrap();
+    let suites = vlmtest::suite::load_all(root, &cfg, None);
+    let s = suites
+        .iter()
+        .find(|s| s.name == "flyers")
+        .expect("the suite");
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.cases.len(), 5);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1,6 +1,6 @@
 //! `vlmtest import <kind> <input>`: the importers as a command that writes `cases/<suite>.jsonl`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::download::DownloadOptions;
@@ -20,7 +20,7 @@ pub struct ImportArgs {
     /// Suite name (the first part of every test name); default: the kind.
     #[arg(long)]
     pub suite: Option<String>,
-    /// Output JSONL; default: `cases/<suite>.jsonl`.
+    /// Output JSONL; default: `<project root>/cases/<suite>.jsonl` (`--root`, `VLMTEST_ROOT`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed of the stratified split (spam).
@@ -79,14 +79,56 @@ impl ImportArgs {
     }
 }
 
-/// Imports and writes the suite; prints a summary, the notes and every rejected row to stderr.
-pub fn run_import(args: &ImportArgs) -> Result<(), TaskError> {
+/// The images of `cases` that lie outside `root` (the loader would refuse them), as one message.
+fn images_outside(cases: &[crate::case::Case], root: &Path) -> Option<String> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let outside: Vec<String> = cases
+        .iter()
+        .flat_map(|c| {
+            c.messages
+                .iter()
+                .flat_map(|m| m.images())
+                .map(move |i| (c, i))
+        })
+        .filter_map(|(c, image)| match image {
+            crate::case::ImageSource::Path(p) => {
+                let inside = p.canonicalize().is_ok_and(|p| p.starts_with(&root));
+                (!inside).then(|| format!("{}: {}", c.id, p.display()))
+            }
+            crate::case::ImageSource::DataUri(_) => None,
+        })
+        .collect();
+    if outside.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = outside.iter().take(3).map(String::as_str).collect();
+    Some(format!(
+        "{} image(s) lie outside the project root {}, where `vlmtest run` would refuse them ({}{}); \
+         copy the input under the project (e.g. into fixtures/) or import with --root naming a \
+         folder that holds both",
+        outside.len(),
+        root.display(),
+        shown.join(", "),
+        if outside.len() > 3 { ", …" } else { "" }
+    ))
+}
+
+/// Imports and writes the suite of the project at `root` (`--root` / `VLMTEST_ROOT`); prints a
+/// summary, the notes and every rejected row to stderr. Writes nothing when a case's image lies
+/// outside the project, since the loader would reject it.
+pub fn run_import(args: &ImportArgs, root: &Path) -> Result<(), TaskError> {
     let suite = args.suite.clone().unwrap_or_else(|| args.kind.clone());
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("cases").join(format!("{suite}.jsonl")));
+        .unwrap_or_else(|| root.join("cases").join(format!("{suite}.jsonl")));
     let imported = load_with(&args.kind, &args.input, &suite, &args.options())?;
+    if let Some(message) = images_outside(&imported.cases, root) {
+        return Err(TaskError::Layout {
+            path: args.input.clone(),
+            message,
+        });
+    }
     write_jsonl(&imported.cases, &out)?;
     for note in &imported.notes {
         eprintln!("note: {note}");

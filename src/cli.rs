@@ -559,7 +559,10 @@ fn export(root: &std::path::Path, paths: Vec<PathBuf>, out: &std::path::Path, zi
         Err(code) => return code,
     };
     let meta = saved_meta(root, &reports, true);
-    let opts = report::export::ExportOptions { zip, config: None };
+    let opts = report::export::ExportOptions {
+        zip,
+        config: project_config_json(root),
+    };
     match report::export::write(&reports, &meta, out, &opts) {
         Ok(files) => {
             for f in files {
@@ -572,6 +575,19 @@ fn export(root: &std::path::Path, paths: Vec<PathBuf>, out: &std::path::Path, zi
             exit::ERROR
         }
     }
+}
+
+/// The project's `vlmtest.toml` as JSON, for the bundle's `run_metadata.json`: the file as it is
+/// at export time (the saved reports do not keep the flags and variables of their run).
+fn project_config_json(root: &std::path::Path) -> Option<serde_json::Value> {
+    let file = root.join(crate::config::CONFIG_FILE);
+    let text = std::fs::read_to_string(&file).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    Some(serde_json::json!({
+        "file": file.display().to_string(),
+        "read_at": "export",
+        "content": serde_json::to_value(table).ok()?,
+    }))
 }
 
 fn load_reports(root: &std::path::Path, mut paths: Vec<PathBuf>) -> Result<Vec<Report>, u8> {

@@ -103,3 +103,28 @@ fn one_bad_row_of_three_is_an_error_in_every_output() {
     let (code, _, _) = vlmtest(root, &["report"]);
     assert_eq!(code, Some(0));
 }
+
+/// `vlmtest export` of saved reports: `run_metadata.json` counts the entry that did not load
+/// among the cases, lists it, and carries the project's configuration file.
+#[test]
+fn the_export_bundle_counts_load_errors_and_keeps_the_configuration() {
+    let dir = project();
+    let root = dir.path();
+    let (code, _, err) = vlmtest(root, RUN);
+    assert_eq!(code, Some(2), "{err}");
+    let out = root.join("bundle");
+    let (code, _, err) = vlmtest(root, &["export", "--out", out.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{err}");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("run_metadata.json")).expect("metadata"),
+    )
+    .expect("JSON");
+    let s = &meta["suites"]["s"];
+    assert_eq!(s["cases"], 3);
+    assert_eq!(s["passed"], 2);
+    assert_eq!(s["load_errors"][0]["line"], 3);
+    assert_eq!(
+        meta["config"]["content"]["suites"]["s"]["gates"]["pass_rate"],
+        0.5
+    );
+}

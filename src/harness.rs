@@ -33,28 +33,26 @@ pub fn load_trial_name(suite: &str) -> String {
     format!("{suite}::load")
 }
 
-/// Whether `--skip` leaves out the test `name`.
-fn skipped(args: &Arguments, name: &str) -> bool {
-    args.skip.iter().any(|s| {
-        if args.exact {
-            name == s
-        } else {
-            name.contains(s.as_str())
-        }
-    })
-}
-
 /// The suites whose report would run while `--skip` leaves out some of their cases: a report
 /// needs every case, so it is ignored (with the reason) and the skipped cases are not answered.
+/// A case is skipped when it would run without the `--skip` patterns and does not with them
+/// (libtest's own matching decides both).
 fn partly_skipped(args: &Arguments, session: &Session) -> BTreeSet<String> {
+    let unskipped = Arguments {
+        skip: Vec::new(),
+        ..args.clone()
+    };
     session
         .suites
         .iter()
         .filter(|s| {
             would_run(args, &report_trial_name(&s.name), false)
-                && s.cases
-                    .iter()
-                    .any(|c| !c.ignored && skipped(args, &c.id.test_name()))
+                && s.cases.iter().any(|c| {
+                    let name = c.id.test_name();
+                    !c.ignored
+                        && would_run(&unskipped, &name, false)
+                        && !would_run(args, &name, false)
+                })
         })
         .map(|s| s.name.clone())
         .collect()
@@ -108,13 +106,13 @@ pub fn run_in(root: &Path, args: &Arguments) -> Conclusion {
     for suite in &session.suites {
         let has_baseline = session.config.suite(&suite.name).baseline.is_some();
         let whole = !partial.contains(&suite.name)
-            && would_run(args, &report_trial_name(&suite.name), false)
-            || (has_baseline && would_run(args, &compare_trial_name(&suite.name), false))
-            || (args.exact
-                && suite
-                    .cases
-                    .iter()
-                    .any(|c| would_run(args, &c.id.test_name(), c.ignored)));
+            && (would_run(args, &report_trial_name(&suite.name), false)
+                || (has_baseline && would_run(args, &compare_trial_name(&suite.name), false))
+                || (args.exact
+                    && suite
+                        .cases
+                        .iter()
+                        .any(|c| would_run(args, &c.id.test_name(), c.ignored))));
         for c in &suite.cases {
             let take = would_run(args, &c.id.test_name(), c.ignored) || (whole && !c.ignored);
             if take {

@@ -221,11 +221,10 @@ impl JudgeRunner {
         self.inner
             .items
             .fetch_add(items.len() as u64, Ordering::Relaxed);
+        // `tokio::time::Instant::now` needs no runtime; `score` may be called from inside one.
         let deadline = self.inner.settings.deadline_s;
-        self.runtime.block_on(async {
-            self.inner.deadline.get_or_init(|| {
-                deadline.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s))
-            });
+        self.inner.deadline.get_or_init(|| {
+            deadline.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s))
         });
         let mut out: Vec<Option<Score>> = vec![None; items.len()];
         let mut jobs = Vec::new();
@@ -456,13 +455,15 @@ impl Inner {
                 Ok(r) => r,
                 Err(e) => return fail(exchange, e.to_string()),
             };
+            let mut parsed = parse::parse(rubric, reply_content(&reply.response));
             // A cached reply that does not parse (kept by an older vlmtest) is asked again,
             // never replayed as the same error.
-            if reply.cached && parse::parse(rubric, reply_content(&reply.response)).is_err() {
+            if reply.cached && parsed.is_err() {
                 reply = match self.reply(&body, true).await {
                     Ok(r) => r,
                     Err(e) => return fail(exchange, e.to_string()),
                 };
+                parsed = parse::parse(rubric, reply_content(&reply.response));
             }
             let choice = &reply.response["choices"][0];
             let content = reply_content(&reply.response).to_owned();
@@ -473,7 +474,7 @@ impl Inner {
                 "usage": reply.response["usage"],
                 "cached": reply.cached,
             }));
-            match parse::parse(rubric, &content) {
+            match parsed {
                 Ok(verdict) => {
                     // Only a reply that parsed is kept: a broken one is asked again next run.
                     if !reply.cached {

@@ -434,12 +434,12 @@ fn run(
     );
     // The latest run's page, beside the latest reports: a copy of the stored run's page (rendered
     // once), else rendered here.
-    let html_path = out_dir.join("report.html");
+    let html_path = out_dir.join(run_store::PAGE_FILE);
     let written = match &stored {
         Ok(m) => std::fs::copy(
             run_store::runs_dir(&out_dir)
                 .join(&m.id)
-                .join("report.html"),
+                .join(run_store::PAGE_FILE),
             &html_path,
         )
         .map(drop),

@@ -146,6 +146,9 @@ pub fn git_commit(root: &Path) -> Option<String> {
     (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
+/// The file name of a run's HTML page, in its folder (and of the latest page beside the reports).
+pub const PAGE_FILE: &str = "report.html";
+
 /// A run's HTML page, rendered for its run id.
 pub type PageFn<'a> = &'a dyn Fn(&str) -> String;
 
@@ -180,7 +183,7 @@ pub fn save(
             write_meta(&tmp, &meta)?;
         }
         if let Some(page) = page {
-            let html = tmp.join("report.html");
+            let html = tmp.join(PAGE_FILE);
             std::fs::write(&html, page(&id)).map_err(io(&html))?;
         }
         let dest = runs.join(&id);

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::ModelError;
 use crate::case::hex;
+use crate::model::corrupt;
 
 /// What identifies one version of a file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -27,13 +28,6 @@ struct Version {
 struct Memo {
     version: Version,
     sha256: String,
-}
-
-fn corrupt(path: &Path, e: impl std::fmt::Display) -> ModelError {
-    ModelError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
 }
 
 fn version(path: &Path) -> Result<Version, ModelError> {

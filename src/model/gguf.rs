@@ -23,6 +23,7 @@ use super::{
 };
 use crate::case::Message;
 use crate::lockfile::FileLock;
+use crate::model::corrupt;
 
 /// Bumped when anything in this module changes what the model answers (v2: kernels pinned to the
 /// AVX2 tier, see `pin_portable_kernels`).
@@ -57,13 +58,6 @@ pub struct GgufModel {
     device: Device,
     /// Token bytes, built on first use (only `serve`'s constraint and logprobs read them).
     vocab: OnceLock<Vec<Option<Vec<u8>>>>,
-}
-
-fn corrupt(path: &Path, reason: impl std::fmt::Display) -> ModelError {
-    ModelError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
 }
 
 /// A file's content fingerprint: the sha256 of all its bytes, memoised per file version

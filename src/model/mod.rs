@@ -31,6 +31,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::Message;
 
+/// A model file that could not be read or parsed: `ModelError::Corrupt` naming it.
+pub(crate) fn corrupt(path: &std::path::Path, reason: impl ToString) -> ModelError {
+    ModelError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -90,11 +90,9 @@ pub fn build(
     tasks: BTreeMap<String, serde_json::Value>,
     load_errors: &[SuiteError],
 ) -> Report {
-    let all = verdicts;
-    let verdicts = all.as_slice();
     let passed = verdicts.iter().filter(|v| v.passed).count();
     let mut scorers: BTreeMap<String, (ScorerSummary, Vec<f64>)> = BTreeMap::new();
-    for v in verdicts {
+    for v in &verdicts {
         for s in &v.scores {
             let (sum, values) = scorers.entry(s.scorer.clone()).or_default();
             match s.status {
@@ -112,7 +110,7 @@ pub fn build(
         resamples: cfg.bootstrap,
         ..DEFAULT_BOOTSTRAP
     };
-    let intervals = bootstrap_intervals(verdicts, boot);
+    let intervals = bootstrap_intervals(&verdicts, boot);
     let scorers = scorers
         .into_iter()
         .map(|(k, (mut s, values))| {
@@ -150,7 +148,7 @@ pub fn build(
         }
     }
     let mut cats: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for v in verdicts {
+    for v in &verdicts {
         let e = cats.entry(v.category.clone()).or_default();
         e.0 += 1;
         e.1 += usize::from(v.passed);
@@ -158,7 +156,7 @@ pub fn build(
     let mut slices: BTreeMap<String, BTreeMap<String, Tally>> = BTreeMap::new();
     for field in &cfg.slices {
         let mut groups: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (c, v) in cases.iter().zip(verdicts) {
+        for (c, v) in cases.iter().zip(&verdicts) {
             let e = groups.entry(metadata_value(c, field)).or_default();
             e.0 += 1;
             e.1 += usize::from(v.passed);
@@ -189,9 +187,8 @@ pub fn build(
         gates: Vec::new(),
         judge: None,
         load_errors: load_errors.to_vec(),
-        verdicts: Vec::new(),
+        verdicts,
     };
-    report.verdicts = all;
     report.gates = gate::evaluate(&cfg.gates, cfg.max_errors, &report);
     report
 }

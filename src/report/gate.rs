@@ -91,19 +91,16 @@ pub fn evaluate(
         .iter()
         .map(|(name, bound)| {
             let (min, max) = bound.bounds();
-            let actual = metric(report, name);
-            let missing = missing(report, name);
-            let in_bounds = actual.is_some_and(|a| {
-                min.is_none_or(|m| a >= m - 1e-12) && max.is_none_or(|m| a <= m + 1e-12)
-            });
-            GateResult {
+            let mut g = GateResult {
                 name: name.clone(),
                 min,
                 max,
-                actual,
-                missing,
-                passed: in_bounds && missing <= max_errors,
-            }
+                actual: metric(report, name),
+                missing: missing(report, name),
+                passed: false,
+            };
+            g.passed = g.in_bounds() && g.missing <= max_errors;
+            g
         })
         .collect()
 }

@@ -114,9 +114,7 @@ impl GateResult {
     /// `0.91 is incomplete: 69 items ended in an error`.
     pub fn failure(&self) -> String {
         let value = self.actual.map_or("missing".into(), |a| format!("{a:.3}"));
-        let in_bounds = self.actual.is_some_and(|a| {
-            self.min.is_none_or(|m| a >= m - 1e-12) && self.max.is_none_or(|m| a <= m + 1e-12)
-        });
+        let in_bounds = self.in_bounds();
         if in_bounds && self.missing > 0 {
             format!(
                 "{value} is incomplete: {} item(s) behind it ended in an error (raise the suite's \
@@ -132,6 +130,13 @@ impl GateResult {
         } else {
             format!("{value} is outside its bounds ({})", self.describe())
         }
+    }
+
+    /// `min <= actual <= max` (to 1e-12); a missing value is never in bounds.
+    pub fn in_bounds(&self) -> bool {
+        self.actual.is_some_and(|a| {
+            self.min.is_none_or(|m| a >= m - 1e-12) && self.max.is_none_or(|m| a <= m + 1e-12)
+        })
     }
 
     /// `>= 0.550`, `<= 55.000`, or `>= 0.1, <= 0.9`.

@@ -20,6 +20,7 @@ use crate::image::{Pixels, PreprocessorConfig};
 use crate::lora::LoraAdapter;
 use crate::model::byte_vocab;
 use crate::model::checkpoint::{self, CheckpointFiles};
+use crate::model::corrupt;
 use crate::model::decode::Decoder;
 use crate::model::{Answer, GenerationOptions, Model, ModelError, Request};
 
@@ -36,13 +37,6 @@ pub struct Qwen3VlModel {
     pending: Option<Prepared>,
     /// Token bytes, built on first use (only `serve`'s constraint and logprobs read them).
     vocab: OnceLock<Vec<Option<Vec<u8>>>>,
-}
-
-fn corrupt(path: &Path, reason: impl ToString) -> ModelError {
-    ModelError::Corrupt {
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
 }
 
 impl Qwen3VlModel {

@@ -11,6 +11,7 @@ use super::template::ChatTemplate;
 use crate::case::{ImageSource, Message};
 use crate::image::{self, Pixels, PreprocessorConfig};
 use crate::model::checkpoint::CheckpointFiles;
+use crate::model::corrupt;
 use crate::model::ModelError;
 
 /// One request turned into model input: token ids with expanded image placeholders, and the
@@ -56,13 +57,6 @@ pub struct Processor {
     /// The checkpoint's own chat template; `None` renders Qwen3-VL's format (`prompt::render`).
     template: Option<ChatTemplate>,
     image_token_id: u32,
-}
-
-fn corrupt(path: &std::path::Path, reason: impl ToString) -> ModelError {
-    ModelError::Corrupt {
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
 }
 
 impl Processor {
